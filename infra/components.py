@@ -1,0 +1,23 @@
+"""The pipeline components ``guardstream up`` runs, each as a supervised child.
+
+A component is a ``guardstream`` subcommand. Each one serves ``/metrics``,
+``/healthz`` and ``/readyz`` on the port the stack hands it in
+``GUARDSTREAM_METRICS_PORT``. A component joins the local stack by adding a line
+here; nothing else in the stack knows the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    command: tuple[str, ...]  # arguments after `guardstream`
+    description: str
+    serves_http: bool = False  # besides /metrics: a user-facing port (the gateway)
+
+
+COMPONENTS: tuple[Component, ...] = ()
+

@@ -1,0 +1,74 @@
+"""Tables and reports printed by the commands (rich), kept apart from the logic."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from guardstream.infra.catalog import DAY_MS, Topic
+from guardstream.infra.settings import Secret, Settings
+
+if TYPE_CHECKING:
+    from guardstream.infra.stack import Stack
+    from guardstream.infra.topics import TopicStatus
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True)
+
+
+def _retention(ms: int) -> str:
+    if ms < 0:
+        return "forever"
+    return f"{ms / DAY_MS:g} d" if ms >= DAY_MS else f"{ms / 1000:g} s"
+
+
+def topics_table(declared: tuple[Topic, ...], statuses: list[TopicStatus] | None) -> None:
+    table = Table(title="guardstream topics", title_justify="left")
+    for column in ("topic", "partitions", "retention", "cleanup", "priority", "key", "value"):
+        table.add_column(column)
+    if statuses is not None:
+        table.add_column("records", justify="right")
+        table.add_column("end offsets (partition:end)")
+    by_name = {s.topic.name: s for s in statuses or []}
+    for topic in declared:
+        row = [topic.name, str(topic.partitions), _retention(topic.retention_ms), topic.cleanup_policy,
+               topic.priority.value if topic.priority else "", topic.key, ", ".join(topic.value_schemas)]
+        if statuses is not None:
+            status = by_name[topic.name]
+            if status.partitions is None:
+                row += ["missing", "run `guardstream topics apply`"]
+            else:
+                row[1] = f"{status.partitions}" + ("" if status.partitions == topic.partitions
+                                                   else f" (catalog: {topic.partitions})")
+                row += [f"{status.messages:,}", " ".join(f"{p}:{hi}" for p, (_, hi) in sorted(status.ends.items()))]
+        table.add_row(*row)
+    _console().print(table)
+
+
+def settings_table(settings: Settings) -> None:
+    table = Table(title="guardstream settings", title_justify="left")
+    for column in ("variable", "value", "meaning"):
+        table.add_column(column)
+    for f in fields(settings):
+        var = f.metadata["var"]
+        value = getattr(settings, f.name)
+        shown = "***" if isinstance(value, Secret) and value else ("" if value is None else str(value))
+        table.add_row(var.env, shown, var.doc)
+    _console().print(table)
+
+
+def stack_report(stack: Stack, settings: Settings) -> None:
+    table = Table(title="guardstream is up", title_justify="left")
+    table.add_column("what")
+    table.add_column("where")
+    for name, where in stack.endpoints.items():
+        table.add_row(name, where)
+    for name, port in stack.metrics_ports.items():
+        table.add_row(f"{name} metrics", f"http://{settings.metrics_host}:{port}/metrics")
+    console = _console()
+    console.print(table)
+    console.print("guardstream is up; Ctrl-C stops everything", markup=False)

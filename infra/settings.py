@@ -1,0 +1,229 @@
+"""Settings: one frozen object, built once from the environment at start-up.
+
+Conventional names are used where they exist (``KAFKA_BOOTSTRAP_SERVERS``,
+``DATABASE_URL``, ``MQTT_URL``, ``SCHEMA_REGISTRY_URL``, ``KAFKA_SECURITY_PROTOCOL``
+...); everything else is ``GUARDSTREAM_*``. A bad value stops start-up with one
+line naming the variable (:class:`ConfigError`); an unknown ``GUARDSTREAM_*``
+variable is refused the same way, so a typo never silently falls back to a default.
+
+No other module reads the environment or holds a host or port literal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from guardstream.errors import ConfigError
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+PROFILES = ("embedded", "production")
+
+
+# -- parsers: each takes the raw text and returns the value or raises ValueError ----
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return text
+    return parse
+
+
+def _host_port_list(raw: str) -> str:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("must list at least one host:port")
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not host:port")
+    return ",".join(parts)
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip()
+        parts = urlsplit(text)
+        if parts.scheme not in schemes:
+            raise ValueError(f"scheme must be one of {', '.join(schemes)}, got {text!r}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {text!r}") from exc
+        if not parts.hostname and not (parts.scheme.startswith("postgres") and parts.query):
+            raise ValueError(f"no host in {text!r}")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"bad port in {text!r}")
+        return text
+    return parse
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(raw: str) -> Any:
+        return None if raw.strip() == "" else parse(raw)
+    return wrapped
+
+
+def _path(raw: str) -> Path:
+    return Path(raw.strip()).expanduser()
+
+
+@dataclass(frozen=True)
+class Var:
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+
+def _var(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"var": Var(env, parse, default, doc)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting guardstream reads. Build with :meth:`from_env`."""
+
+    profile: str = _var("GUARDSTREAM_PROFILE", _choice(*PROFILES), "production",
+                        "embedded (local stack: short Kafka session timeouts, one replica) or production")
+    kafka_bootstrap_servers: str = _var("KAFKA_BOOTSTRAP_SERVERS", _host_port_list, "127.0.0.1:9092",
+                                        "Kafka brokers, comma-separated host:port")
+    kafka_security_protocol: str = _var("KAFKA_SECURITY_PROTOCOL",
+                                        _choice("plaintext", "ssl", "sasl_plaintext", "sasl_ssl"),
+                                        "plaintext", "Kafka security.protocol")
+    kafka_sasl_mechanism: str | None = _var("KAFKA_SASL_MECHANISM",
+                                            _optional(_choice("plain", "scram-sha-256", "scram-sha-512")),
+                                            None, "Kafka sasl.mechanism")
+    kafka_sasl_username: str | None = _var("KAFKA_SASL_USERNAME", _optional(_text), None, "Kafka SASL user")
+    kafka_sasl_password: Secret = _var("KAFKA_SASL_PASSWORD", _secret, Secret(""), "Kafka SASL password (secret)")
+    kafka_ssl_ca_location: str | None = _var("KAFKA_SSL_CA_LOCATION", _optional(_text), None,
+                                             "CA bundle for Kafka TLS")
+    kafka_ssl_certificate_location: str | None = _var("KAFKA_SSL_CERTIFICATE_LOCATION", _optional(_text), None,
+                                                      "client certificate for Kafka mTLS")
+    kafka_ssl_key_location: str | None = _var("KAFKA_SSL_KEY_LOCATION", _optional(_text), None,
+                                              "client key for Kafka mTLS")
+    replication_factor: int | None = _var("GUARDSTREAM_REPLICATION_FACTOR", _optional(_int_range(1, 16)), None,
+                                          "override the catalog's replication factor (1 on the embedded stack)")
+    database_url: str = _var("DATABASE_URL", _url("postgresql", "postgres"),
+                             "postgresql://postgres@127.0.0.1:5432/guardstream", "PostgreSQL connection URL")
+    mqtt_url: str = _var("MQTT_URL", _url("mqtt", "mqtts", "tcp", "ssl"), "mqtt://127.0.0.1:1883",
+                         "MQTT broker URL; mqtts:// for TLS; user:password@ for credentials")
+    mqtt_ca_file: str | None = _var("MQTT_CA_FILE", _optional(_text), None, "CA bundle for MQTT TLS")
+    mqtt_client_cert: str | None = _var("MQTT_CLIENT_CERT", _optional(_text), None, "client certificate for MQTT")
+    mqtt_client_key: str | None = _var("MQTT_CLIENT_KEY", _optional(_text), None, "client key for MQTT")
+    schema_registry_url: str | None = _var("SCHEMA_REGISTRY_URL", _optional(_url("http", "https")), None,
+                                           "Confluent-compatible Schema Registry; unset: the registry file in schemas/")
+    state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, Path(".state"),
+                           "where the local stack keeps its data, logs and pid files")
+    metrics_host: str = _var("GUARDSTREAM_METRICS_HOST", _text, "127.0.0.1",
+                             "address the /metrics, /healthz and /readyz endpoints bind to")
+    metrics_port: int = _var("GUARDSTREAM_METRICS_PORT", _int_range(0, 65535), 9400,
+                             "port of this component's /metrics endpoint (0: none)")
+    log_level: str = _var("GUARDSTREAM_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info",
+                          "log level")
+    tenant_default: str = _var("GUARDSTREAM_DEFAULT_TENANT", _text, "default",
+                               "tenant of records that name none")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        known = {v.env for v in settings_vars()}
+        for name in env:
+            if name.startswith("GUARDSTREAM_") and name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(name, f"unknown setting{hint}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var: Var = f.metadata["var"]
+            raw = env.get(var.env)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = var.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(var.env, str(exc)) from exc
+        settings = cls(**values)
+        settings._check_combinations()
+        return settings
+
+    def _check_combinations(self) -> None:
+        if self.kafka_security_protocol.startswith("sasl") and not self.kafka_sasl_mechanism:
+            raise ConfigError("KAFKA_SASL_MECHANISM", f"required when KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+        if self.kafka_sasl_mechanism and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ConfigError("KAFKA_SASL_USERNAME", "SASL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if bool(self.mqtt_client_cert) != bool(self.mqtt_client_key):
+            raise ConfigError("MQTT_CLIENT_KEY", "MQTT_CLIENT_CERT and MQTT_CLIENT_KEY go together")
+
+    @property
+    def embedded(self) -> bool:
+        return self.profile == "embedded"
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            var: Var = f.metadata["var"]
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[var.env] = value.reveal() if isinstance(value, Secret) else str(value)
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        from dataclasses import replace
+        return replace(self, **changes)
+
+
+def settings_vars() -> list[Var]:
+    return [f.metadata["var"] for f in fields(Settings)]

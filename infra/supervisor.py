@@ -1,0 +1,136 @@
+"""Child processes of ``guardstream up``: started, watched, restarted, stopped.
+
+The restart policy is pure (:class:`Backoff`); :class:`Supervisor` is the shell
+that runs processes, prefixes their output with the component's name, and on
+stop sends SIGTERM, then SIGKILL to whatever is left, in reverse start order.
+Each child asks the kernel to be sent SIGTERM when the supervisor dies, so even
+a ``kill -9`` of ``guardstream up`` leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential restart delay, forgiven once a child has run for ``stable_s``."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    stable_s: float = 60.0
+
+    def next(self, failures: int, uptime_s: float) -> tuple[float, int]:
+        """(delay before the restart, failures counted so far) after a child exited."""
+        failures = 1 if uptime_s >= self.stable_s else failures + 1
+        return min(self.cap_s, self.base_s * 2 ** (failures - 1)), failures
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    restart: bool = True
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Running:
+    spec: ChildSpec
+    process: subprocess.Popen
+    started: float
+    failures: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    def __init__(self, out: IO[str] = sys.stdout, backoff: Backoff = Backoff(), width: int = 10) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self._backoff = backoff
+        self._width = width
+        self._children: list[_Running] = []
+        self.stopping = threading.Event()
+
+    def log(self, name: str, line: str) -> None:
+        with self._lock:
+            self._out.write(f"{name:>{self._width}} | {line.rstrip()}\n")
+            self._out.flush()
+
+    def _spawn(self, spec: ChildSpec) -> subprocess.Popen:
+        process = subprocess.Popen(
+            list(spec.argv), env={**os.environ, **spec.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent)
+        threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
+        return process
+
+    def _pump(self, name: str, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.log(name, line)
+
+    def start(self, spec: ChildSpec) -> subprocess.Popen:
+        process = self._spawn(spec)
+        self._children.append(_Running(spec, process, time.monotonic()))
+        return process
+
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self._children]
+
+    def tick(self) -> None:
+        """Notice exited children and restart them when their delay is over."""
+        now = time.monotonic()
+        for child in self._children:
+            code = child.process.poll()
+            if code is None or self.stopping.is_set():
+                continue
+            if not child.spec.restart:
+                continue
+            if child.restart_at is None:
+                delay, child.failures = self._backoff.next(child.failures, now - child.started)
+                child.restart_at = now + delay
+                self.log(child.spec.name, f"exited with code {code}; restarting in {delay:.1f}s")
+            elif now >= child.restart_at:
+                child.process = self._spawn(child.spec)
+                child.started, child.restart_at = now, None
+
+    def run_until_stopped(self, poll_s: float = 0.2) -> None:
+        while not self.stopping.wait(poll_s):
+            self.tick()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self.stopping.set()
+        for child in reversed(self._children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in reversed(self._children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(child.spec.name, f"did not stop within {grace_s:.0f}s; killing")
+                child.process.kill()
+                child.process.wait()
+
+
+def install_stop_handlers(on_stop: Callable[[], None]) -> None:
+    def handler(signum: int, frame: object) -> None:
+        on_stop()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,112 @@
+"""Real servers for the tests, started once per session on free ports.
+
+* Kafka: the embedded tansu broker (memory storage).
+* MQTT: mosquitto from PATH when installed, else amqtt.
+* PostgreSQL: a fresh database with a unique name on the server at
+  ``GUARDSTREAM_TEST_PG_ADMIN_URL`` (default: the local server on 127.0.0.1:5432),
+  or on an embedded pgserver when that is not reachable; dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from guardstream.infra.settings import Settings
+from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
+
+TEST_PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _run_child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = log.open("w")
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    spec = tansu_spec(port)
+    process = _run_child(list(spec.argv), dict(spec.env), tmp_path_factory.mktemp("tansu") / "tansu.log")
+    bootstrap = f"127.0.0.1:{port}"
+    wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
+    yield bootstrap
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    state = tmp_path_factory.mktemp("mqtt")
+    spec, _ = mqtt_spec(port, state)
+    process = _run_child(list(spec.argv), dict(spec.env), state / "mqtt.log")
+    wait_until(lambda: tcp_accepts("127.0.0.1", port), 30, "MQTT broker")
+    yield f"mqtt://127.0.0.1:{port}"
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        psycopg.connect(TEST_PG_ADMIN_URL, connect_timeout=3).close()
+        yield TEST_PG_ADMIN_URL
+        return
+    except psycopg.OperationalError:
+        pass
+    import pgserver
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    yield server.get_uri("postgres")
+    server.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty database for one test."""
+    name = f"gs_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(pg_admin_url, name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def settings(kafka_bootstrap: str, mqtt_url: str) -> Settings:
+    """Settings for the embedded profile pointed at the session's servers."""
+    return Settings.from_env({
+        "GUARDSTREAM_PROFILE": "embedded",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "MQTT_URL": mqtt_url,
+        "GUARDSTREAM_REPLICATION_FACTOR": "1",
+    })
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, group and database names."""
+    return uuid.uuid4().hex[:10]
+
+
+PYTHON = sys.executable
