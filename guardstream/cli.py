@@ -9,6 +9,7 @@ other guardstream error one line with its reason code (exit 1).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from guardstream.errors import ConfigError, GuardstreamError
 
 Handler = Callable[[argparse.Namespace], int]
+ONE_SHOT = {"topics", "schemas", "db", "settings"}
 
 
 def _settings():
@@ -149,8 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(command: str) -> None:
+    level = os.environ.get("GUARDSTREAM_LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if command in ONE_SHOT and level != "DEBUG":
+        # a one-shot command reports a failure itself, in one line; the client's retries are noise
+        logging.getLogger("guardstream.librdkafka").setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging(args.command)
     try:
         return args.handler(args)
     except ConfigError as exc:
@@ -161,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ position, which is exact on every broker (on Apache Kafka it reads one record).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -23,8 +24,13 @@ from guardstream.errors import UnavailableError
 from guardstream.infra.settings import Settings
 
 
+LIBRDKAFKA_LOGGER = logging.getLogger("guardstream.librdkafka")
+
+
 def common_config(settings: Settings, client_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {
+        # librdkafka's own log lines go through Python logging, not straight to stderr
+        "logger": LIBRDKAFKA_LOGGER,
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "client.id": client_id,
         "security.protocol": settings.kafka_security_protocol,

@@ -20,6 +20,22 @@ def _console() -> Console:
     return Console(soft_wrap=True)
 
 
+def emit_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal; tab-separated lines, header first, when piped."""
+    console = _console()
+    if not console.is_terminal:
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def _retention(ms: int) -> str:
     if ms < 0:
         return "forever"
@@ -27,13 +43,11 @@ def _retention(ms: int) -> str:
 
 
 def topics_table(declared: tuple[Topic, ...], statuses: list[TopicStatus] | None) -> None:
-    table = Table(title="guardstream topics", title_justify="left")
-    for column in ("topic", "partitions", "retention", "cleanup", "priority", "key", "value"):
-        table.add_column(column)
+    columns = ["topic", "partitions", "retention", "cleanup", "priority", "key", "value"]
     if statuses is not None:
-        table.add_column("records", justify="right")
-        table.add_column("end offsets (partition:end)")
+        columns += ["records", "end offsets (partition:end)"]
     by_name = {s.topic.name: s for s in statuses or []}
+    rows = []
     for topic in declared:
         row = [topic.name, str(topic.partitions), _retention(topic.retention_ms), topic.cleanup_policy,
                topic.priority.value if topic.priority else "", topic.key, ", ".join(topic.value_schemas)]
@@ -44,21 +58,19 @@ def topics_table(declared: tuple[Topic, ...], statuses: list[TopicStatus] | None
             else:
                 row[1] = f"{status.partitions}" + ("" if status.partitions == topic.partitions
                                                    else f" (catalog: {topic.partitions})")
-                row += [f"{status.messages:,}", " ".join(f"{p}:{hi}" for p, (_, hi) in sorted(status.ends.items()))]
-        table.add_row(*row)
-    _console().print(table)
+                row += [str(status.messages), " ".join(f"{p}:{hi}" for p, (_, hi) in sorted(status.ends.items()))]
+        rows.append(row)
+    emit_table("guardstream topics", columns, rows)
 
 
 def settings_table(settings: Settings) -> None:
-    table = Table(title="guardstream settings", title_justify="left")
-    for column in ("variable", "value", "meaning"):
-        table.add_column(column)
+    rows = []
     for f in fields(settings):
         var = f.metadata["var"]
         value = getattr(settings, f.name)
         shown = "***" if isinstance(value, Secret) and value else ("" if value is None else str(value))
-        table.add_row(var.env, shown, var.doc)
-    _console().print(table)
+        rows.append([var.env, shown, var.doc])
+    emit_table("guardstream settings", ["variable", "value", "meaning"], rows)
 
 
 def stack_report(stack: Stack, settings: Settings) -> None:

@@ -3,7 +3,7 @@
 * Kafka: the embedded tansu broker (memory storage).
 * MQTT: mosquitto from PATH when installed, else amqtt.
 * PostgreSQL: a fresh database with a unique name on the server at
-  ``GUARDSTREAM_TEST_PG_ADMIN_URL`` (default: the local server on 127.0.0.1:5432),
+  ``PG_TEST_ADMIN_URL`` (default: the local server on 127.0.0.1:5432),
   or on an embedded pgserver when that is not reachable; dropped at the end.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
 
-TEST_PG_ADMIN_URL = os.environ.get("GUARDSTREAM_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_PG_ADMIN_URL = os.environ.get("PG_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _run_child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

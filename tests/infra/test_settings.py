@@ -104,3 +104,9 @@ def test_embedded_profile_shortens_group_session_timeout():
     production = consumer_config(Settings.from_env({}), "c", "g")
     assert embedded["session.timeout.ms"] < production["session.timeout.ms"]
     assert embedded["enable.auto.commit"] is False
+
+
+def test_readme_documents_every_variable():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [v.env for v in settings_vars() if f"| `{v.env}` |" not in readme] == []

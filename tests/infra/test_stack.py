@@ -1,0 +1,68 @@
+"""`guardstream up` end to end: real tansu, MQTT broker and pgserver, then Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guardstream.infra.stack import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _descendants(pid: int) -> set[int]:
+    out: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = (task / "children").read_text().split() if (task / "children").exists() else []
+            for child in map(int, children):
+                if child not in out:
+                    out.add(child)
+                    frontier.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL", "DATABASE_URL") and not k.startswith("GUARDSTREAM_")}
+    env["GUARDSTREAM_STATE_DIR"] = str(tmp_path / "state")
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "up"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    try:
+        wait_until(lambda: any("guardstream is up;" in line for line in lines) or process.poll() is not None,
+                   60, "guardstream up")
+        ready_s = time.monotonic() - started
+        output = "".join(lines)
+        assert process.poll() is None, output
+        assert ready_s < 30, output
+        assert "tansu, in memory" in output and "pgserver" in output
+        assert "topics:" in output and "migrations:" in output
+        children = _descendants(process.pid)
+        assert children, "up started no child process"
+        postmaster = (tmp_path / "state" / "pg" / "postmaster.pid")
+        pg_pid = int(postmaster.read_text().split()[0])
+        assert _alive(pg_pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(60)
+    assert code == 0, "".join(lines)
+    wait_until(lambda: not any(_alive(pid) for pid in children | {pg_pid}), 20, "children to exit")
+    assert "stopped" in "".join(lines)

@@ -1,0 +1,61 @@
+import io
+import os
+import sys
+import time
+
+from guardstream.infra.stack import wait_until
+from guardstream.infra.supervisor import Backoff, ChildSpec, Supervisor
+
+
+def test_backoff_doubles_up_to_a_cap_and_forgives_a_stable_run():
+    backoff = Backoff(base_s=0.5, cap_s=4, stable_s=60)
+    delays, failures = [], 0
+    for _ in range(6):
+        delay, failures = backoff.next(failures, uptime_s=1)
+        delays.append(delay)
+    assert delays == [0.5, 1, 2, 4, 4, 4]
+    assert backoff.next(failures, uptime_s=120) == (0.5, 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_crashing_child_is_restarted_and_output_prefixed(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out, backoff=Backoff(base_s=0.05, cap_s=0.1))
+    counter = tmp_path / "runs"
+    script = f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); p.write_text(p.read_text()+'x' if p.exists() else 'x'); print('hello'); sys.exit(3)"
+    supervisor.start(ChildSpec("crasher", [sys.executable, "-c", script]))
+
+    def runs() -> int:
+        supervisor.tick()
+        return len(counter.read_text()) if counter.exists() else 0
+
+    wait_until(lambda: runs() >= 3, 20, "three runs")
+    supervisor.stop()
+    text = out.getvalue()
+    assert "   crasher | hello" in text
+    assert "exited with code 3; restarting in" in text
+
+
+def test_stop_terminates_then_kills_and_leaves_no_process():
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    stubborn = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    polite = "import time; time.sleep(60)"
+    supervisor.start(ChildSpec("stubborn", [sys.executable, "-c", stubborn]))
+    supervisor.start(ChildSpec("polite", [sys.executable, "-c", polite]))
+    wait_until(lambda: "ready" in out.getvalue(), 20, "child start")
+    pids = supervisor.pids()
+    started = time.monotonic()
+    supervisor.stop(grace_s=1)
+    assert time.monotonic() - started < 10
+    assert not any(_alive(pid) for pid in pids)
+    assert "did not stop within 1s; killing" in out.getvalue()

@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+
+
+def _run(args, **env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")}
+    return subprocess.run([sys.executable, "-m", "guardstream.cli", *args], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2():
+    result = _run(["topics", "list"], KAFKA_BOOTSTRAP_SERVERS="nowhere")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["guardstream: bad setting KAFKA_BOOTSTRAP_SERVERS: 'nowhere' is not host:port"]
+
+
+def test_an_unknown_setting_stops_start_up():
+    result = _run(["settings"], GUARDSTREAM_PROFLE="embedded")
+    assert result.returncode == 2
+    assert "GUARDSTREAM_PROFLE: unknown setting (did you mean GUARDSTREAM_PROFILE?)" in result.stderr
+
+
+def test_settings_table_hides_secrets():
+    result = _run(["settings"], KAFKA_SASL_PASSWORD="hunter2")
+    assert result.returncode == 0
+    assert "KAFKA_SASL_PASSWORD" in result.stdout and "hunter2" not in result.stdout
+
+
+def test_topics_apply_and_list_against_the_broker(settings):
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "GUARDSTREAM_REPLICATION_FACTOR": "1"}
+    first = _run(["topics", "apply"], **env)
+    assert first.returncode == 0, first.stderr
+    second = _run(["topics", "apply"], **env)
+    assert second.returncode == 0
+    assert second.stdout.strip() == "topics: nothing changed; the cluster matches the catalog"
+    listing = _run(["topics", "list"], **env)
+    assert listing.returncode == 0
+    assert "events.critical" in listing.stdout and "missing" not in listing.stdout
+
+
+def test_unreachable_kafka_is_one_clear_line():
+    result = _run(["topics", "apply"], KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("guardstream: unavailable: Kafka unreachable")
