@@ -1,0 +1,142 @@
+"""Foundation subcommands: up, topics, schemas, db, settings.
+
+Handlers import their dependencies when they run, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from guardstream.infra.settings import Settings
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# -- topics -------------------------------------------------------------------------
+
+def cmd_topics_apply(args: argparse.Namespace) -> int:
+    from guardstream.infra import topics
+    changes = topics.apply(_settings())
+    if not changes:
+        print("topics: nothing changed; the cluster matches the catalog")
+    for change in changes:
+        print(change)
+    return 1 if any(c.action == "drift" for c in changes) else 0
+
+
+def cmd_topics_list(args: argparse.Namespace) -> int:
+    from guardstream.infra import topics
+    from guardstream.infra.catalog import TOPICS
+    from guardstream.infra.render import topics_table
+    statuses = None if args.catalog else topics.describe(_settings())
+    topics_table(TOPICS.all(), statuses)
+    return 0
+
+
+# -- schemas ------------------------------------------------------------------------
+
+def cmd_schemas_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+    from guardstream.schemas import check
+    from guardstream.schemas.contracts import EXAMPLES_DIR, REGISTRY_FILE, SCHEMA_DIR
+    from guardstream.schemas.registry import FileRegistry
+    schema_dir = Path(args.schemas) if args.schemas else SCHEMA_DIR
+    examples = Path(args.examples) if args.examples else (schema_dir.parent / "examples" if args.schemas else EXAMPLES_DIR)
+    registry = FileRegistry.load(Path(args.registry) if args.registry else REGISTRY_FILE)
+    baseline = FileRegistry.load(Path(args.baseline)) if args.baseline else None
+    problems = check.check_all(schema_dir, examples, registry, baseline)
+    for problem in problems:
+        print(problem)
+    count = len(list(schema_dir.glob("*.avsc")))
+    print(f"schemas check: {count} schemas, {len(problems)} problem(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_schemas_register(args: argparse.Namespace) -> int:
+    from guardstream.schemas import check
+    from guardstream.schemas.contracts import current_contracts
+    from guardstream.schemas.registry import FileRegistry, HttpRegistry
+    settings = _settings()
+    if args.local or not settings.schema_registry_url:
+        changed = check.register_locally()
+        print("\n".join(changed) if changed else "registry file: nothing to register")
+        return 0
+    remote = HttpRegistry(settings.schema_registry_url)
+    local = FileRegistry.load()
+    for name, contract in current_contracts().items():
+        remote.set_compatibility(name, local.compatibility_of(name))
+        print(f"{name}: id {remote.register(name, contract.schema)}")
+    return 0
+
+
+# -- database, stack ----------------------------------------------------------------
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from guardstream.infra.migrate import migrate
+    applied = migrate(_settings().database_url)
+    print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "database: up to date")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from guardstream.infra.render import stack_report
+    from guardstream.infra.stack import bring_up
+    from guardstream.infra.supervisor import Supervisor, install_stop_handlers
+    settings = _settings()
+    supervisor = Supervisor()
+    install_stop_handlers(supervisor.stopping.set)
+    stack = bring_up(settings, os.environ, supervisor, stack_report)
+    try:
+        supervisor.run_until_stopped()
+    finally:
+        supervisor.log("up", "stopping")
+        supervisor.stop()
+        stack.stop_servers()
+        supervisor.log("up", "stopped")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from guardstream.infra.render import settings_table
+    settings_table(_settings())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    up = sub.add_parser("up", help="run the whole pipeline locally (embedded Kafka, MQTT, PostgreSQL)")
+    up.set_defaults(handler=cmd_up)
+
+    # one_shot: runs once and exits; its failure is one line, so client retry logs are hidden
+    topics = sub.add_parser("topics", help="the topic catalog on the cluster")
+    topics.set_defaults(one_shot=True)
+    topics = topics.add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    topics.add_parser("apply", help="create or update topics; report drift").set_defaults(handler=cmd_topics_apply)
+    listing = topics.add_parser("list", help="topics with partitions and end offsets")
+    listing.add_argument("--catalog", action="store_true", help="show the catalog only, without asking Kafka")
+    listing.set_defaults(handler=cmd_topics_list)
+
+    schemas = sub.add_parser("schemas", help="Avro contracts")
+    schemas.set_defaults(one_shot=True)
+    schemas = schemas.add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    chk = schemas.add_parser("check", help="parse, docs, examples, compatibility, stable ids (for CI)")
+    chk.add_argument("--schemas", help="folder of .avsc files (default: the installed contracts)")
+    chk.add_argument("--examples", help="folder of example payloads (default: beside --schemas)")
+    chk.add_argument("--registry", help="registry file (default: schemas/registry.json)")
+    chk.add_argument("--baseline", help="an earlier registry file: no registered id may have changed since")
+    chk.set_defaults(handler=cmd_schemas_check)
+    reg = schemas.add_parser("register", help="register the contracts (SCHEMA_REGISTRY_URL, or the file)")
+    reg.add_argument("--local", action="store_true", help="record new versions in schemas/registry.json")
+    reg.set_defaults(handler=cmd_schemas_register)
+
+    db = sub.add_parser("db", help="PostgreSQL")
+    db.set_defaults(one_shot=True)
+    db = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    db.add_parser("migrate", help="apply pending SQL migrations").set_defaults(handler=cmd_db_migrate)
+
+    sub.add_parser("settings", help="show every setting, its variable and value").set_defaults(
+        handler=cmd_settings, one_shot=True)

@@ -1,0 +1,95 @@
+"""``/metrics``, ``/healthz`` and ``/readyz`` for every component, served the same way.
+
+Each component declares its metrics once, in its own ``metrics.py``, on a
+:class:`prometheus_client.CollectorRegistry` it gets from :func:`new_registry`,
+and calls :func:`serve` with a readiness check. Names follow Prometheus
+conventions: ``guardstream_<component>_<what>_<unit>`` with ``_total`` for
+counters, ``_seconds`` and ``_bytes`` for units. Labels come from one shared
+vocabulary (:data:`LABELS`) so a dashboard can join series across components.
+
+``/healthz`` answers 200 while the process runs; ``/readyz`` answers 200 when
+the component's check passes and 503 with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from guardstream import __version__
+
+# The shared label vocabulary: the same meaning wherever the name appears.
+LABELS = {
+    "component": "bridge, commands, worker, sink, push, gateway, lag-exporter",
+    "instance": "host name of the process",
+    "topic": "Kafka topic, or MQTT topic prefix for the bridge",
+    "partition": "Kafka partition",
+    "stage": "bridge, validate, enrich, route, sink",
+    "reason": "stable reason code of a refusal or dead letter",
+    "priority": "critical, high, normal, low",
+    "kind": "record or channel kind",
+}
+
+# (ready?, why not) — a component's readiness check
+ReadyCheck = Callable[[], tuple[bool, str]]
+
+
+def new_registry(component: str) -> CollectorRegistry:
+    """A registry carrying ``guardstream_component_info`` with the shared labels."""
+    registry = CollectorRegistry()
+    info = Gauge("guardstream_component_info", "Always 1; labels name the running component.",
+                 ["component", "instance", "version"], registry=registry)
+    info.labels(component, socket.gethostname(), __version__).set(1)
+    return registry
+
+
+@dataclass
+class Endpoints:
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve(registry: CollectorRegistry, ready: ReadyCheck, host: str, port: int) -> Endpoints:
+    """Serve the three endpoints on a daemon thread (port 0 picks a free one)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif path == "/readyz":
+                ok, why = ready()
+                self._reply(200 if ok else 503, (("ready" if ok else f"not ready: {why}") + "\n").encode())
+            else:
+                self._reply(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="endpoints", daemon=True)
+    thread.start()
+    return Endpoints(server, thread)
