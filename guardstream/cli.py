@@ -21,6 +21,7 @@ from guardstream.errors import ConfigError, GuardstreamError
 # component's commands, add its module here.
 COMMAND_MODULES = (
     "guardstream.infra.commands",
+    "guardstream.connectors.cli",
 )
 
 

@@ -19,5 +19,7 @@ class Component:
     serves_http: bool = False  # besides /metrics: a user-facing port (the gateway)
 
 
-COMPONENTS: tuple[Component, ...] = ()
+COMPONENTS: tuple[Component, ...] = (
+    Component("bridge", ("bridge",), "MQTT -> raw Kafka topics, at least once"),
+)
 

@@ -55,6 +55,8 @@ def producer_config(settings: Settings, client_id: str, **overrides: Any) -> dic
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        # the same key lands on the same partition as with the Java client and aiokafka (Faust)
+        "partitioner": "murmur2_random",
     })
     config.update(overrides)
     return config

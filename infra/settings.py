@@ -174,6 +174,24 @@ class Settings:
     tenant_default: str = _var("GUARDSTREAM_DEFAULT_TENANT", _text, "default",
                                "tenant of records that name none")
 
+    # -- connectors ------------------------------------------------------------------
+    mqtt_protocol: str = _var("GUARDSTREAM_MQTT_PROTOCOL", _choice("5", "3.1.1"), "5",
+                              "MQTT protocol the bridge speaks (3.1.1 for brokers without MQTT 5)")
+    mqtt_session_expiry_s: int = _var("GUARDSTREAM_MQTT_SESSION_EXPIRY_S", _int_range(60, 2**31 - 1), 86400,
+                                      "how long the broker keeps the bridge's session (and unacked messages) "
+                                      "while it is away")
+    bridge_id: str = _var("GUARDSTREAM_BRIDGE_ID", _text, "bridge-1",
+                          "stable id of this bridge instance: its MQTT client id and the bridge.id header")
+    bridge_shared_group: str = _var("GUARDSTREAM_BRIDGE_SHARED_GROUP", _text, "guardstream-bridge",
+                                    "MQTT 5 shared-subscription group that bridge instances split the load in "
+                                    "(empty: plain subscriptions)")
+    bridge_max_inflight: int = _var("GUARDSTREAM_BRIDGE_MAX_INFLIGHT", _int_range(1, 65535), 1000,
+                                    "messages received from MQTT but not yet acknowledged by Kafka, at most")
+    bridge_max_payload_bytes: int = _var("GUARDSTREAM_BRIDGE_MAX_PAYLOAD_BYTES", _int_range(1, 8 * 2**20),
+                                         256 * 1024, "larger payloads become dead letters instead of raw records")
+    bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
+                                     "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

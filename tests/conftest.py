@@ -13,12 +13,14 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from support.processes import Component
 
+from guardstream.infra import topics
 from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
 
@@ -109,4 +111,34 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-PYTHON = sys.executable
+@pytest.fixture
+def run_component(tmp_path: Path) -> Iterator[Callable[..., Component]]:
+    started: list[Component] = []
+
+    def start(command: list[str], settings: Settings, **env: str) -> Component:
+        port = free_port()
+        log = tmp_path / f"{command[0]}-{len(started)}.log"
+        child_env = {**os.environ, **settings.replace(metrics_port=port).as_env(), **env}
+        process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *command], env=child_env,
+                                   stdout=log.open("w"), stderr=subprocess.STDOUT)
+        component = Component(process, port, log)
+        started.append(component)
+        wait_until(lambda: component.readyz() or process.poll() is not None, 30, f"{command[0]} ready")
+        assert process.poll() is None, component.output()
+        return component
+
+    yield start
+    for component in started:
+        if component.process.poll() is None:
+            component.process.terminate()
+            try:
+                component.process.wait(15)
+            except subprocess.TimeoutExpired:
+                component.process.kill()
+                component.process.wait()
+
+
+@pytest.fixture(scope="session")
+def applied(settings: Settings) -> Settings:
+    topics.apply(settings)
+    return settings

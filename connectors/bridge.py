@@ -1,0 +1,253 @@
+"""``guardstream bridge``: MQTT -> Kafka, at least once.
+
+Delivery guarantee: a QoS 1 (or 2, delivered to the bridge as 1) message is
+acknowledged to the MQTT broker only after Kafka acknowledged its record
+(idempotent producer, ``acks=all``), in the order the messages arrived. A
+``kill -9`` at any moment loses nothing: the broker keeps the persistent
+session and redelivers what was not acknowledged; the copy that may already be
+in Kafka carries the same ``msg.id``, which later stages drop. QoS 0 is best
+effort, and counted.
+
+Back-pressure: at most ``GUARDSTREAM_BRIDGE_MAX_INFLIGHT`` messages are
+unconfirmed; MQTT 5 tells the broker so (Receive Maximum), and the receiving
+thread stops reading when the window is full, so while Kafka is unreachable
+the bridge stops acknowledging and its memory stays bounded. The producer
+retries without a deadline, so the bridge resumes on its own.
+
+The decisions (mapping, refusal, ack order) are pure code in ``mapping.py``,
+``raw.py`` and ``acks.py``; this module is the threads and clients around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import KafkaError, KafkaException, Producer
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from guardstream.connectors.acks import OrderedAcks, Ticket
+from guardstream.connectors.mapping import Rule, load_rules
+from guardstream.connectors.metrics import BridgeMetrics
+from guardstream.connectors.mqtt import connect, is_v5, new_client
+from guardstream.connectors.raw import Forward, Incoming, Refuse, decide
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import producer_config
+from guardstream.infra.settings import Settings
+from guardstream.schemas.codec import Codec
+
+log = logging.getLogger("guardstream.bridge")
+DEAD_LETTER = "guardstream.DeadLetter"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def dead_letter_headers(refusal: Refuse, mqtt_topic: str | None) -> list[tuple[str, bytes]]:
+    """Kafka Connect's error headers, then the raw-record headers of the message."""
+    return [
+        ("__connect.errors.topic", (mqtt_topic or "").encode()),
+        ("__connect.errors.stage", b"bridge"),
+        ("__connect.errors.exception.class.name", refusal.reason.encode()),
+        ("__connect.errors.exception.message", refusal.detail.encode()),
+        *refusal.headers,
+    ]
+
+
+def subscriptions(rules: tuple[Rule, ...], settings: Settings) -> list[tuple[str, int]]:
+    """(filter, qos) per rule, in the shared-subscription group when MQTT 5 has one."""
+    group = settings.bridge_shared_group if is_v5(settings) else ""
+    return [(f"$share/{group}/{r.mqtt_filter}" if group else r.mqtt_filter, r.subscribe_qos) for r in rules]
+
+
+class Bridge:
+    def __init__(self, settings: Settings, codec: Codec, metrics: BridgeMetrics,
+                 rules: tuple[Rule, ...] | None = None) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.metrics = metrics
+        self.rules = rules if rules is not None else load_rules(settings.bridge_rules)
+        self.acks = OrderedAcks(settings.bridge_max_inflight)
+        self._window = threading.Condition()
+        self.stopping = threading.Event()
+        self.fatal: BaseException | None = None
+        self.mqtt_connected = threading.Event()
+        self._ever_connected = False
+        self.kafka_ok = threading.Event()
+        self.producer = Producer(producer_config(
+            settings, f"guardstream-{settings.bridge_id}",
+            # no deadline: while Kafka is away, records wait and MQTT acks wait with them
+            **{"message.timeout.ms": 0, "error_cb": self._on_kafka_error}))
+        self.client = new_client(settings, f"guardstream-{settings.bridge_id}", manual_ack=True, persistent=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._poller = threading.Thread(target=self._poll_kafka, name="kafka-poll", daemon=True)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._poller.start()
+        connect(self.client, self.settings, persistent=True, receive_maximum=self.settings.bridge_max_inflight)
+        self.client.loop_start()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.fatal is not None:
+            return False, f"failed: {self.fatal}"
+        if not self.mqtt_connected.is_set():
+            return False, "MQTT not connected"
+        if not self.kafka_ok.is_set():
+            return False, "Kafka not reachable"
+        return True, ""
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop taking messages, let in-flight records reach Kafka and their acks reach MQTT."""
+        self.stopping.set()
+        with self._window:
+            self._window.notify_all()
+        self.producer.flush(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- Kafka side ------------------------------------------------------------------
+
+    def _poll_kafka(self) -> None:
+        try:
+            self.producer.list_topics(timeout=10)
+            self.kafka_ok.set()
+            self.metrics.connected.labels("kafka").set(1)
+        except KafkaException as exc:
+            log.warning("Kafka not reachable yet: %s", exc)
+        while not self.stopping.is_set():
+            self.producer.poll(0.1)
+
+    def _on_kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self.fatal = KafkaException(error)
+            log.error("Kafka producer failed: %s; stopping so the supervisor restarts us", error.str())
+            self.stopping.set()
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.kafka_ok.clear()
+            self.metrics.connected.labels("kafka").set(0)
+            log.warning("Kafka unreachable: %s; holding MQTT acknowledgements", error.str())
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list,
+                 on_delivery: Callable[[KafkaError | None, object], None]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                return
+            except BufferError:
+                # librdkafka's queue is full (Kafka slow or away): wait for room
+                self.producer.poll(0.05)
+
+    # -- MQTT side -------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
+                    properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("MQTT connection refused: %s", reason)
+            return
+        subs = subscriptions(self.rules, self.settings)
+        if is_v5(self.settings):
+            client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in subs])
+        else:
+            client.subscribe(subs)
+        if self._ever_connected:
+            self.metrics.reconnects.labels("mqtt").inc()
+        self._ever_connected = True
+        self.metrics.connected.labels("mqtt").set(1)
+        self.mqtt_connected.set()
+        log.info("MQTT connected; subscribed to %s", ", ".join(f for f, _ in subs))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
+                       properties: object) -> None:
+        self.mqtt_connected.clear()
+        self.metrics.connected.labels("mqtt").set(0)
+        with self._window:
+            dropped = self.acks.reconnected()
+            self.metrics.inflight.set(0)
+            self._window.notify_all()
+        if not self.stopping.is_set():
+            log.warning("MQTT disconnected (%s); %d unacknowledged message(s) will be redelivered", reason, dropped)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        received = time.monotonic()
+        try:
+            topic: str | None = message.topic
+        except UnicodeDecodeError:
+            topic = None
+        props = message.properties
+        incoming = Incoming(topic, message.payload, message.qos, bool(message.retain), now_ms(),
+                            getattr(props, "ContentType", None),
+                            tuple(getattr(props, "UserProperty", ()) or ()))
+        decision = decide(incoming, self.rules, self.settings.bridge_id, self.settings.bridge_max_payload_bytes)
+        with self._window:
+            while self.acks.full and not self.stopping.is_set():
+                self._window.wait(0.5)
+            if self.stopping.is_set():
+                return  # not acknowledged: the broker redelivers it to the next run
+            ticket = self.acks.add(message.mid, message.qos)
+            self.metrics.inflight.set(len(self.acks))
+        self.metrics.received.labels(decision.prefix, str(message.qos)).inc()
+        if message.dup:
+            self.metrics.redelivered.inc()
+        if isinstance(decision, Forward):
+            self._produce(decision.kafka_topic, decision.key, decision.value, decision.headers,
+                          self._delivered(ticket, received, lambda: self.metrics.forwarded.labels(decision.prefix).inc()))
+        else:
+            self._dead_letter(decision, incoming, ticket, received)
+
+    def _dead_letter(self, refusal: Refuse, incoming: Incoming, ticket: Ticket, received: float) -> None:
+        value = self.codec.encode(DEAD_LETTER, {
+            "stage": "bridge", "reason": refusal.reason, "detail": refusal.detail[:1000],
+            "source_topic": incoming.topic, "source_partition": None, "source_offset": None, "key": None,
+            "payload": incoming.payload, "ts_ms": incoming.received_ms,
+        })
+        self._produce(TOPICS.dlq_bridge.name, None, value, dead_letter_headers(refusal, incoming.topic),
+                      self._delivered(ticket, received,
+                                      lambda: self.metrics.refused.labels(refusal.prefix, refusal.reason).inc()))
+
+    def _delivered(self, ticket: Ticket, received: float, count: Callable[[], None]):
+        def on_delivery(error: KafkaError | None, record: object) -> None:
+            if error is not None:
+                # only non-retriable errors end up here (retries have no deadline): loud, and no ack
+                log.error("Kafka refused a record: %s", error.str())
+                self.fatal = KafkaException(error)
+                self.stopping.set()
+                return
+            self.kafka_ok.set()
+            self.metrics.connected.labels("kafka").set(1)
+            count()
+            self.metrics.ack_latency.observe(time.monotonic() - received)
+            with self._window:
+                due = self.acks.confirm(ticket)
+                self.metrics.inflight.set(len(self.acks))
+                self._window.notify_all()
+            for mid, qos in due:
+                self.client.ack(mid, qos)
+        return on_delivery
+
+
+def run(settings: Settings) -> int:
+    """Run the bridge until SIGTERM/SIGINT; exit 1 after a fatal Kafka error."""
+    from guardstream.infra.observability import serve
+    from guardstream.schemas.registry import registry_from_settings
+    from guardstream.infra.supervisor import install_stop_handlers
+
+    metrics = BridgeMetrics.create()
+    bridge = Bridge(settings, Codec(registry_from_settings(settings)), metrics)
+    endpoints = serve(metrics.registry, bridge.ready, settings.metrics_host, settings.metrics_port) \
+        if settings.metrics_port else None
+    install_stop_handlers(bridge.stopping.set)
+    bridge.start()
+    log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, settings.mqtt_url, settings.kafka_bootstrap_servers)
+    bridge.stopping.wait()
+    bridge.stop()
+    if endpoints:
+        endpoints.close()
+    return 1 if bridge.fatal else 0

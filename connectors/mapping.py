@@ -1,0 +1,146 @@
+"""Which MQTT topics the bridge takes, and where each goes in Kafka.
+
+A rule is a topic pattern with named segments (``guard/{guard_id}/gps``), the
+raw Kafka topic it feeds, the segment that becomes the Kafka key, and the QoS
+the bridge subscribes with. Only topics that match a rule *and* whose named
+segments are plain ids pass: wildcards, NUL, control characters, empty or dot
+segments, over-long names and ids outside ``[A-Za-z0-9_.:-]`` are refused with
+a reason code, so nothing crafted in a topic name reaches Kafka.
+
+Rules load from a TOML file (``GUARDSTREAM_BRIDGE_RULES``) or default to
+:data:`DEFAULT_RULES`; a rule may name only raw topics of the catalog.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from guardstream.errors import ConfigError, InputError
+from guardstream.infra.catalog import TOPICS
+
+MAX_TOPIC_CHARS = 256
+_ID = re.compile(r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$")
+_PLACEHOLDER = re.compile(r"^\{([a-z_]+)\}$")
+_LITERAL = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# The QoS the bridge subscribes with never exceeds 1: paho sends PUBREC for a
+# QoS 2 message before the application sees it, so a crash between PUBREC and
+# the Kafka ack would lose it. At QoS 1 the PUBACK waits for Kafka; duplicates
+# that at-least-once allows are dropped downstream by msg.id.
+MAX_SUBSCRIBE_QOS = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str  # e.g. "guard/{guard_id}/gps"
+    kafka_topic: str
+    key: str  # the placeholder whose value is the Kafka key
+    qos: int  # QoS devices publish with; the subscription uses min(qos, MAX_SUBSCRIBE_QOS)
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.pattern.split("/"))
+
+    @property
+    def mqtt_filter(self) -> str:
+        """The subscription filter: every placeholder becomes ``+``."""
+        return "/".join("+" if _PLACEHOLDER.match(s) else s for s in self.segments)
+
+    @property
+    def subscribe_qos(self) -> int:
+        return min(self.qos, MAX_SUBSCRIBE_QOS)
+
+    @property
+    def prefix(self) -> str:
+        """First literal segment: the label metrics count this rule's traffic under."""
+        return self.segments[0]
+
+    def check(self) -> None:
+        raw = {t.name for t in TOPICS.raw()}
+        if self.kafka_topic not in raw:
+            raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: {self.kafka_topic!r} is not "
+                              f"a raw topic ({', '.join(sorted(raw))})")
+        names = [m[1] for s in self.segments if (m := _PLACEHOLDER.match(s))]
+        literals = [s for s in self.segments if not _PLACEHOLDER.match(s)]
+        if self.key not in names:
+            raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: key {self.key!r} is not one "
+                              "of its {placeholders}")
+        if not all(_LITERAL.match(s) for s in literals) or len(set(names)) != len(names):
+            raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: segments must be literals "
+                              "or distinct {placeholders}")
+        if self.qos not in (0, 1, 2):
+            raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: qos must be 0, 1 or 2")
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule("device/{device_id}/telemetry", TOPICS.raw_device.name, "device_id", 1),
+    Rule("guard/{guard_id}/gps", TOPICS.raw_guard.name, "guard_id", 1),
+    Rule("sensor/{sensor_id}/{kind}", TOPICS.raw_sensor.name, "sensor_id", 1),
+    Rule("alert/{kind}/{device_id}", TOPICS.raw_alert.name, "device_id", 2),
+    Rule("system/{component}/health", TOPICS.raw_system.name, "component", 0),
+)
+
+# Where the command relay publishes a DeviceCommand (an MQTT topic, not a Kafka one).
+COMMAND_TOPIC = "device/{device_id}/cmd"
+
+
+def load_rules(path: Path | None) -> tuple[Rule, ...]:
+    if path is None:
+        rules = DEFAULT_RULES
+    else:
+        try:
+            doc = tomllib.loads(path.read_text())
+            rules = tuple(Rule(r["pattern"], r["topic"], r["key"], int(r.get("qos", 1))) for r in doc["rule"])
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"{path}: {exc}") from exc
+    for rule in rules:
+        rule.check()
+    return rules
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: Rule
+    key: str
+    values: dict[str, str]
+
+
+def _unsafe(topic: str) -> str | None:
+    """Why this topic name can never be forwarded, or None."""
+    if len(topic) > MAX_TOPIC_CHARS:
+        return f"topic longer than {MAX_TOPIC_CHARS} characters"
+    if "+" in topic or "#" in topic:
+        return "wildcard in a published topic"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in topic):
+        return "control character or NUL in topic"
+    if topic.startswith("$") or topic.startswith("/") or "//" in topic or topic.endswith("/"):
+        return "empty or system segment in topic"
+    return None
+
+
+def match(rules: tuple[Rule, ...], topic: str) -> Match:
+    """The rule ``topic`` falls under, with its key; :class:`InputError` when refused."""
+    why = _unsafe(topic)
+    if why:
+        raise InputError(why, reason="bad_topic")
+    parts = topic.split("/")
+    for rule in rules:
+        segments = rule.segments
+        if len(segments) != len(parts):
+            continue
+        values: dict[str, str] = {}
+        for pattern, part in zip(segments, parts):
+            placeholder = _PLACEHOLDER.match(pattern)
+            if placeholder is None:
+                if pattern != part:
+                    break
+            elif _ID.match(part) and part not in (".", ".."):
+                values[placeholder[1]] = part
+            else:
+                raise InputError(f"segment {placeholder[1]} is not a plain id", reason="bad_topic_id")
+        else:
+            return Match(rule, values[rule.key], values)
+    raise InputError("topic matches no bridge rule", reason="unmapped_topic")

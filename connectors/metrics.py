@@ -1,0 +1,62 @@
+"""The bridge's and the command relay's metrics, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from guardstream.infra.observability import new_registry
+
+
+@dataclass(frozen=True)
+class BridgeMetrics:
+    registry: CollectorRegistry
+    received: Counter
+    forwarded: Counter
+    refused: Counter
+    inflight: Gauge
+    ack_latency: Histogram
+    connected: Gauge
+    reconnects: Counter
+    redelivered: Counter
+
+    @classmethod
+    def create(cls) -> BridgeMetrics:
+        r = new_registry("bridge")
+        return cls(
+            registry=r,
+            received=Counter("guardstream_bridge_received_total", "MQTT messages received.",
+                             ["topic", "qos"], registry=r),
+            forwarded=Counter("guardstream_bridge_forwarded_total", "Messages written to their raw topic.",
+                              ["topic"], registry=r),
+            refused=Counter("guardstream_bridge_refused_total", "Messages refused (sent to the dead-letter topic).",
+                            ["topic", "reason"], registry=r),
+            inflight=Gauge("guardstream_bridge_inflight_messages",
+                           "Messages received from MQTT and not yet acknowledged by Kafka.", registry=r),
+            ack_latency=Histogram("guardstream_bridge_ack_latency_seconds",
+                                  "From MQTT receipt to the Kafka acknowledgement.", registry=r,
+                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)),
+            connected=Gauge("guardstream_bridge_connected", "1 while connected, per side.", ["side"], registry=r),
+            reconnects=Counter("guardstream_bridge_reconnects_total", "Connections re-established, per side.",
+                               ["side"], registry=r),
+            redelivered=Counter("guardstream_bridge_redelivered_total",
+                                "Messages the broker delivered again (MQTT DUP flag).", registry=r),
+        )
+
+
+@dataclass(frozen=True)
+class CommandMetrics:
+    registry: CollectorRegistry
+    outcomes: Counter
+    connected: Gauge
+
+    @classmethod
+    def create(cls) -> CommandMetrics:
+        r = new_registry("commands")
+        return cls(
+            registry=r,
+            outcomes=Counter("guardstream_commands_total", "Device commands handled, by outcome.",
+                             ["outcome"], registry=r),
+            connected=Gauge("guardstream_commands_connected", "1 while connected, per side.", ["side"], registry=r),
+        )

@@ -1,0 +1,91 @@
+import pytest
+from hypothesis import given, strategies as st
+
+from guardstream.connectors.mapping import DEFAULT_RULES, Rule, load_rules, match
+from guardstream.errors import ConfigError, InputError
+from guardstream.infra.catalog import TOPICS
+
+
+@pytest.mark.parametrize("topic, kafka_topic, key", [
+    ("device/dev-42/telemetry", TOPICS.raw_device.name, "dev-42"),
+    ("guard/g_17/gps", TOPICS.raw_guard.name, "g_17"),
+    ("sensor/door.3/door", TOPICS.raw_sensor.name, "door.3"),
+    ("alert/panic/g-17", TOPICS.raw_alert.name, "g-17"),
+    ("system/bridge-1/health", TOPICS.raw_system.name, "bridge-1"),
+    ("device/AA:BB:CC:DD/telemetry", TOPICS.raw_device.name, "AA:BB:CC:DD"),
+])
+def test_default_mapping(topic, kafka_topic, key):
+    found = match(DEFAULT_RULES, topic)
+    assert (found.rule.kafka_topic, found.key) == (kafka_topic, key)
+
+
+@pytest.mark.parametrize("topic, reason", [
+    ("device/+/telemetry", "bad_topic"),
+    ("device/#", "bad_topic"),
+    ("device/a\x00b/telemetry", "bad_topic"),
+    ("device/a\nb/telemetry", "bad_topic"),
+    ("device/../telemetry", "bad_topic_id"),
+    ("device/./telemetry", "bad_topic_id"),
+    ("device//telemetry", "bad_topic"),
+    ("/device/x/telemetry", "bad_topic"),
+    ("device/x/telemetry/", "bad_topic"),
+    ("$SYS/broker/clients", "bad_topic"),
+    ("device/" + "x" * 300 + "/telemetry", "bad_topic"),
+    ("device/" + "x" * 129 + "/telemetry", "bad_topic_id"),
+    ("device/x;DROP TABLE/telemetry", "bad_topic_id"),
+    ("device/x y/telemetry", "bad_topic_id"),
+    ("device/é/telemetry", "bad_topic_id"),
+    ("device/x/telemetry/extra", "unmapped_topic"),
+    ("device/x/status", "unmapped_topic"),
+    ("other/x/gps", "unmapped_topic"),
+])
+def test_refusals_have_reasons(topic, reason):
+    with pytest.raises(InputError) as info:
+        match(DEFAULT_RULES, topic)
+    assert info.value.reason == reason
+
+
+@given(st.text(max_size=400))
+def test_any_topic_is_mapped_safely_or_refused(topic):
+    try:
+        found = match(DEFAULT_RULES, topic)
+    except InputError as exc:
+        assert exc.reason in ("bad_topic", "bad_topic_id", "unmapped_topic")
+        return
+    assert found.key and "/" not in found.key and found.key not in (".", "..")
+    assert all(c.isascii() and c.isprintable() for c in found.key)
+
+
+def test_subscription_filters_and_qos():
+    filters = {r.mqtt_filter: r.subscribe_qos for r in DEFAULT_RULES}
+    assert filters == {"device/+/telemetry": 1, "guard/+/gps": 1, "sensor/+/+": 1, "alert/+/+": 1,
+                       "system/+/health": 0}
+
+
+def test_rules_file(tmp_path):
+    path = tmp_path / "rules.toml"
+    path.write_text('[[rule]]\npattern = "fleet/{site}/{device_id}/gps"\ntopic = "raw.guard"\n'
+                    'key = "device_id"\nqos = 1\n')
+    rules = load_rules(path)
+    assert match(rules, "fleet/hq/g-1/gps").key == "g-1"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[[rule]]\npattern = "a/{id}"\ntopic = "events.high"\nkey = "id"\n', "is not a raw topic"),
+    ('[[rule]]\npattern = "a/{id}"\ntopic = "raw.guard"\nkey = "other"\n', "is not one of its"),
+    ('[[rule]]\npattern = "a/+/{id}"\ntopic = "raw.guard"\nkey = "id"\n', "segments must be"),
+    ('[[rule]]\npattern = "a/{id}"\n', "'topic'"),
+    ('not toml at all [', "GUARDSTREAM_BRIDGE_RULES"),
+])
+def test_bad_rules_file_names_the_setting(tmp_path, text, words):
+    path = tmp_path / "rules.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_rules(path)
+    assert info.value.setting == "GUARDSTREAM_BRIDGE_RULES"
+    assert words in str(info.value)
+
+
+def test_rule_check_refuses_bad_qos():
+    with pytest.raises(ConfigError):
+        Rule("a/{id}", TOPICS.raw_guard.name, "id", 3).check()

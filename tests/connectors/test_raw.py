@@ -1,0 +1,39 @@
+from guardstream.connectors.mapping import DEFAULT_RULES
+from guardstream.connectors.raw import Forward, Incoming, Refuse, decide, message_id
+from guardstream.infra.catalog import TOPICS
+
+
+def _msg(topic="guard/g-1/gps", payload=b'{"lat": 1}', **kw):
+    base = dict(qos=1, retain=False, received_ms=1_795_000_000_000)
+    base.update(kw)
+    return Incoming(topic, payload, **base)
+
+
+def test_forward_keeps_payload_and_sets_headers():
+    out = decide(_msg(content_type="application/json", user_properties=(("fw", "2.1"),)), DEFAULT_RULES, "b1", 1024)
+    assert isinstance(out, Forward)
+    assert (out.kafka_topic, out.key, out.value) == (TOPICS.raw_guard.name, b"g-1", b'{"lat": 1}')
+    headers = dict(out.headers)
+    assert headers["mqtt.topic"] == b"guard/g-1/gps"
+    assert headers["mqtt.qos"] == b"1" and headers["mqtt.retain"] == b"0"
+    assert headers["received_ms"] == b"1795000000000" and headers["bridge.id"] == b"b1"
+    assert headers["msg.id"] == message_id("guard/g-1/gps", b'{"lat": 1}').encode()
+    assert headers["mqtt.content_type"] == b"application/json" and headers["mqtt.user.fw"] == b"2.1"
+
+
+def test_message_id_is_deterministic_and_distinguishes_topic_and_payload():
+    assert message_id("a/b", b"x") == message_id("a/b", b"x")
+    assert len({message_id("a/b", b"x"), message_id("a/c", b"x"), message_id("a/b", b"y"),
+                message_id("a/bx", b"")}) == 4
+
+
+def test_oversize_is_refused_with_reason():
+    out = decide(_msg(payload=b"x" * 2000), DEFAULT_RULES, "b1", 1024)
+    assert isinstance(out, Refuse) and out.reason == "oversize" and "2000 bytes" in out.detail
+    assert out.prefix == "guard"
+
+
+def test_bad_topics_are_refused_with_a_bounded_label():
+    assert decide(_msg(topic=None), DEFAULT_RULES, "b1", 1024).reason == "bad_topic"
+    out = decide(_msg(topic="attacker-chosen-prefix/x"), DEFAULT_RULES, "b1", 1024)
+    assert isinstance(out, Refuse) and out.prefix == "other" and out.reason == "unmapped_topic"
