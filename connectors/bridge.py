@@ -38,24 +38,13 @@ from guardstream.infra.catalog import TOPICS
 from guardstream.infra.kafka import producer_config
 from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
+from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
 
 log = logging.getLogger("guardstream.bridge")
-DEAD_LETTER = "guardstream.DeadLetter"
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def dead_letter_headers(refusal: Refuse, mqtt_topic: str | None) -> list[tuple[str, bytes]]:
-    """Kafka Connect's error headers, then the raw-record headers of the message."""
-    return [
-        ("__connect.errors.topic", (mqtt_topic or "").encode()),
-        ("__connect.errors.stage", b"bridge"),
-        ("__connect.errors.exception.class.name", refusal.reason.encode()),
-        ("__connect.errors.exception.message", refusal.detail.encode()),
-        *refusal.headers,
-    ]
 
 
 def subscriptions(rules: tuple[Rule, ...], settings: Settings) -> list[tuple[str, int]]:
@@ -203,12 +192,10 @@ class Bridge:
             self._dead_letter(decision, incoming, ticket, received)
 
     def _dead_letter(self, refusal: Refuse, incoming: Incoming, ticket: Ticket, received: float) -> None:
-        value = self.codec.encode(DEAD_LETTER, {
-            "stage": "bridge", "reason": refusal.reason, "detail": refusal.detail[:1000],
-            "source_topic": incoming.topic, "source_partition": None, "source_offset": None, "key": None,
-            "payload": incoming.payload, "ts_ms": incoming.received_ms,
-        })
-        self._produce(TOPICS.dlq_bridge.name, None, value, dead_letter_headers(refusal, incoming.topic),
+        letter, headers = dead_letter("bridge", refusal.reason, refusal.detail, Source(incoming.topic),
+                                      incoming.payload, incoming.received_ms)
+        self._produce(TOPICS.dlq_bridge.name, None, self.codec.encode(DEAD_LETTER, letter),
+                      headers + refusal.headers,
                       self._delivered(ticket, received,
                                       lambda: self.metrics.refused.labels(refusal.prefix, refusal.reason).inc()))
 

@@ -21,5 +21,6 @@ class Component:
 
 COMPONENTS: tuple[Component, ...] = (
     Component("bridge", ("bridge",), "MQTT -> raw Kafka topics, at least once"),
+    Component("commands", ("commands",), "device commands from Kafka -> MQTT"),
 )
 

@@ -1,0 +1,163 @@
+"""``guardstream commands``: DeviceCommand records from Kafka, published to devices over MQTT.
+
+Delivery guarantee: at least once. The Kafka offset of a command is committed
+only after its outcome (SENT, EXPIRED or FAILED) is on ``commands.outcomes``; a
+crash in between publishes the command again, with the same ``command_id`` in
+the payload, so devices drop the repeat. An expired command is never sent.
+A record that does not decode becomes a dead letter (stage ``commands``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+from guardstream.connectors.mapping import COMMAND_TOPIC
+from guardstream.connectors.metrics import CommandMetrics
+from guardstream.connectors.mqtt import connect, new_client
+from guardstream.errors import InputError, SchemaError
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import consumer_config, producer_config
+from guardstream.infra.settings import Settings
+from guardstream.schemas.codec import Codec
+from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+
+log = logging.getLogger("guardstream.commands")
+GROUP = "guardstream-commands"
+OUTCOME = "guardstream.CommandOutcome"
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+
+
+@dataclass(frozen=True)
+class Expired:
+    detail: str
+
+
+def decide(command: dict[str, Any], now_ms: int) -> Publish | Expired:
+    """What to do with one command: publish it, or not, because it expired."""
+    expires = command.get("expires_ms")
+    if expires is not None and expires <= now_ms:
+        return Expired(f"expired {now_ms - expires} ms before it could be sent")
+    payload = json.dumps({
+        "command_id": command["command_id"], "command": command["command"],
+        "arguments": command.get("arguments") or {}, "issued_ms": command["issued_ms"], "expires_ms": expires,
+    }, separators=(",", ":")).encode()
+    qos = command.get("qos", 1)
+    return Publish(COMMAND_TOPIC.format(device_id=command["device_id"]), payload, qos if qos in (0, 1, 2) else 1)
+
+
+def outcome(command: dict[str, Any], kind: str, now_ms: int, detail: str | None = None) -> dict[str, Any]:
+    return {"command_id": command["command_id"], "tenant": command["tenant"], "device_id": command["device_id"],
+            "outcome": kind, "ts_ms": now_ms, "detail": detail}
+
+
+class CommandRelay:
+    def __init__(self, settings: Settings, codec: Codec, metrics: CommandMetrics) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.metrics = metrics
+        self.stopping = threading.Event()
+        self.mqtt_connected = threading.Event()
+        self.consumer = Consumer(consumer_config(settings, "guardstream-commands", GROUP))
+        self.producer = Producer(producer_config(settings, "guardstream-commands"))
+        self.client = new_client(settings, f"guardstream-commands-{settings.bridge_id}")
+        self.client.on_connect = lambda *a: (self.mqtt_connected.set(), metrics.connected.labels("mqtt").set(1))
+        self.client.on_disconnect = lambda *a: (self.mqtt_connected.clear(), metrics.connected.labels("mqtt").set(0))
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.mqtt_connected.is_set():
+            return False, "MQTT not connected"
+        return True, ""
+
+    def run(self) -> None:
+        connect(self.client, self.settings)
+        self.client.loop_start()
+        self.consumer.subscribe([TOPICS.commands_device.name])
+        try:
+            while not self.stopping.is_set():
+                records = self.consumer.consume(500, 0.2)
+                if records:
+                    self._handle(records)
+        finally:
+            self.consumer.close()
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _handle(self, records: list) -> None:
+        for record in records:
+            if record.error() is not None:
+                if record.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", record.error().str())
+                continue
+            self._relay_one(record)
+        # outcomes must be in Kafka before the commands count as done
+        if self.producer.flush(30) > 0:
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "outcomes not acknowledged in 30 s"))
+        self.consumer.commit(asynchronous=False)
+
+    def _relay_one(self, record: Any) -> None:
+        now = time.time_ns() // 1_000_000
+        try:
+            _, command = self.codec.decode(record.value() or b"")
+        except (InputError, SchemaError) as exc:
+            self._dead_letter(record, exc.reason, exc.detail, now)
+            return
+        decision = decide(command, now)
+        if isinstance(decision, Expired):
+            result = outcome(command, "EXPIRED", now, decision.detail)
+        else:
+            self._wait_connected()
+            info = self.client.publish(decision.topic, decision.payload, qos=decision.qos)
+            try:
+                info.wait_for_publish(timeout=10)
+                sent = info.is_published()
+            except (RuntimeError, ValueError) as exc:
+                sent, why = False, str(exc)
+            result = outcome(command, "SENT" if sent else "FAILED", time.time_ns() // 1_000_000,
+                             None if sent else f"MQTT publish not confirmed: {info.rc}")
+        self.metrics.outcomes.labels(result["outcome"]).inc()
+        self.producer.produce(TOPICS.commands_outcomes.name, self.codec.encode(OUTCOME, result),
+                              command["device_id"].encode())
+
+    def _wait_connected(self) -> None:
+        while not self.mqtt_connected.wait(1.0):
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+
+    def _dead_letter(self, record: Any, reason: str, detail: str, now: int) -> None:
+        source = Source(record.topic(), record.partition(), record.offset(), record.key())
+        letter, headers = dead_letter("commands", reason, detail, source, record.value() or b"", now)
+        self.producer.produce(TOPICS.dlq_bridge.name, self.codec.encode(DEAD_LETTER, letter), record.key(),
+                              headers=headers)
+        self.metrics.outcomes.labels("dead_letter").inc()
+
+def run(settings: Settings) -> int:
+    from guardstream.infra.observability import serve
+    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.schemas.registry import registry_from_settings
+
+    metrics = CommandMetrics.create()
+    relay = CommandRelay(settings, Codec(registry_from_settings(settings)), metrics)
+    endpoints = serve(metrics.registry, relay.ready, settings.metrics_host, settings.metrics_port) \
+        if settings.metrics_port else None
+    install_stop_handlers(relay.stopping.set)
+    try:
+        relay.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if endpoints:
+            endpoints.close()
+    return 0
