@@ -70,12 +70,14 @@ class Catalog:
     raw_system: Topic = _raw("raw.system", "component name (UTF-8)", "system health reports")
     events_critical: Topic = _events(Priority.CRITICAL, ("guardstream.DeviceAlert", "guardstream.GeofenceEvent"),
                                      "alerts and geofence violations; consumed first, in small batches", 30)
-    events_high: Topic = _events(Priority.HIGH, ("guardstream.GuardPosition",),
-                                 "enriched guard positions", 14)
-    events_normal: Topic = _events(Priority.NORMAL, ("guardstream.SensorReading",),
-                                   "validated sensor readings", 14)
-    events_low: Topic = _events(Priority.LOW, ("guardstream.Telemetry", "guardstream.SystemHealth"),
-                                "device telemetry and system health", 7)
+    # A DeviceAlert goes to the topic of its severity, so every priority topic may carry one.
+    events_high: Topic = _events(Priority.HIGH, ("guardstream.GuardPosition", "guardstream.DeviceAlert"),
+                                 "enriched guard positions; high-severity alerts (low battery, heat)", 14)
+    events_normal: Topic = _events(Priority.NORMAL, ("guardstream.SensorReading", "guardstream.DeviceAlert"),
+                                   "validated sensor readings; normal-severity alerts", 14)
+    events_low: Topic = _events(Priority.LOW, ("guardstream.Telemetry", "guardstream.SystemHealth",
+                                               "guardstream.DeviceAlert"),
+                                "device telemetry and system health; low-severity alerts", 7)
     geofences: Topic = Topic("geofences", 1, -1, "compact", "fence id (UTF-8); tombstone deletes",
                              ("guardstream.Geofence",), "every tenant's geofences; loaded by every worker")
     alerts_actions: Topic = Topic("alerts.actions", 3, 90 * DAY_MS, "delete", "alert event id (UTF-8)",

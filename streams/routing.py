@@ -1,0 +1,64 @@
+"""Routing: which priority topic a validated record goes to, and the write that puts it there; pure.
+
+    record                        priority topic
+    guardstream.DeviceAlert       the one its ``severity`` names (CRITICAL -> events.critical ...)
+    guardstream.GeofenceEvent     CRITICAL
+    guardstream.GuardPosition     HIGH
+    guardstream.SensorReading     NORMAL
+    guardstream.Telemetry         LOW
+    guardstream.SystemHealth      LOW
+
+Topic names come from the catalog. The agents turn the values returned here
+into Kafka writes: ``Emit`` into a produce to ``topic``, ``DeadLetter`` into a
+guardstream.DeadLetter record on the stage's dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from guardstream.infra.catalog import Priority, topic_for_priority
+
+DEVICE_ALERT = "guardstream.DeviceAlert"
+PRIORITY_OF_SCHEMA: dict[str, Priority] = {
+    "guardstream.GeofenceEvent": Priority.CRITICAL,
+    "guardstream.GuardPosition": Priority.HIGH,
+    "guardstream.SensorReading": Priority.NORMAL,
+    "guardstream.Telemetry": Priority.LOW,
+    "guardstream.SystemHealth": Priority.LOW,
+}
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Write ``value`` (a record of the Avro ``schema``) to ``topic`` under ``key``."""
+
+    topic: str
+    key: str
+    schema: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """The input could not be used: a stable reason code and a short human detail."""
+
+    reason: str
+    detail: str
+
+
+def route(schema: str, record: dict[str, Any]) -> Priority:
+    """The priority of a validated record; ``ValueError`` for a record type nobody routes (our bug)."""
+    if schema == DEVICE_ALERT:
+        # Severity symbols are the Priority names: the DeviceAlert schema says so.
+        return Priority[record["severity"]]
+    try:
+        return PRIORITY_OF_SCHEMA[schema]
+    except KeyError as exc:
+        raise ValueError(f"no priority topic carries {schema}") from exc
+
+
+def emit_for(schema: str, record: dict[str, Any]) -> Emit:
+    """The write of a validated record to its priority topic, keyed by its device id."""
+    return Emit(topic_for_priority(route(schema, record)).name, record["device_id"], schema, record)
