@@ -21,7 +21,9 @@ from guardstream.errors import ConfigError, GuardstreamError
 # component's commands, add its module here.
 COMMAND_MODULES = (
     "guardstream.infra.commands",
+    "guardstream.infra.lag.commands",
     "guardstream.connectors.cli",
+    "guardstream.sinks.commands",
 )
 
 

@@ -22,6 +22,7 @@ class Priority(enum.Enum):
 
 
 RAW_BYTES = "raw bytes (payload exactly as received over MQTT; see schemas/HEADERS.md)"
+INTERNAL_JSON = "JSON (internal state of the stream worker; not a contract)"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class Catalog:
     dlq_bridge: Topic = _dlq("bridge", "MQTT bridge (oversize, refused topics)")
     dlq_validate: Topic = _dlq("validate", "validation stage (bad payloads)")
     dlq_sink: Topic = _dlq("sink", "PostgreSQL sink (rows the database refused)")
+    # Changelog of the stream worker's per-device state; partition p holds the state of
+    # the devices of raw partition p, so it needs as many partitions as the raw topics.
+    worker_state: Topic = Topic("guardstream-worker-state-changelog", 6, -1, "compact",
+                                "store|raw topic|device id (UTF-8); tombstone forgets",
+                                (INTERNAL_JSON,), "per-device geofence and rule state of the stream worker")
 
     def all(self) -> tuple[Topic, ...]:
         return tuple(getattr(self, name) for name in self.__dataclass_fields__)

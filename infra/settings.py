@@ -192,6 +192,40 @@ class Settings:
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
 
+    # -- lag exporter ----------------------------------------------------------------
+    lag_interval_s: float | None = _var("GUARDSTREAM_LAG_INTERVAL_S", _optional(_positive_float), None,
+                                        "seconds between consumer-lag collections (default: 10, embedded: 2)")
+    lag_window: int = _var("GUARDSTREAM_LAG_WINDOW", _int_range(2, 1000), 10,
+                           "offset observations per partition a consumer group's status is judged over")
+
+    # -- PostgreSQL sink -------------------------------------------------------------
+    sink_group: str = _var("GUARDSTREAM_SINK_GROUP", _text, "guardstream-sink",
+                           "consumer group of the sink's bulk consumer; the critical one uses <group>-critical")
+    sink_critical_batch_rows: int = _var("GUARDSTREAM_SINK_CRITICAL_BATCH_ROWS", _int_range(1, 100_000), 50,
+                                         "events.critical: rows per batch, at most")
+    sink_critical_batch_ms: int = _var("GUARDSTREAM_SINK_CRITICAL_BATCH_MS", _int_range(1, 60_000), 20,
+                                       "events.critical: milliseconds a row may wait for its batch, at most")
+    sink_batch_rows: int = _var("GUARDSTREAM_SINK_BATCH_ROWS", _int_range(1, 1_000_000), 5000,
+                                "other topics: rows per batch and per priority, at most")
+    sink_batch_ms: int = _var("GUARDSTREAM_SINK_BATCH_MS", _int_range(1, 600_000), 500,
+                              "other topics: milliseconds a row may wait for its batch, at most")
+    sink_retry_max_ms: int = _var("GUARDSTREAM_SINK_RETRY_MAX_MS", _int_range(10, 600_000), 10_000,
+                                  "longest wait between write attempts while PostgreSQL is unreachable")
+
+    # -- stream worker -----------------------------------------------------------------
+    worker_batch_max: int = _var("GUARDSTREAM_WORKER_BATCH_MAX", _int_range(1, 100_000), 2000,
+                                 "raw records the stream worker takes per batch, at most")
+    worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,
+                                     "how long the stream worker waits to fill a batch")
+    rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
+                                   "alert rules (TOML; default: streams/rules_default.toml)")
+    geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,
+                                         "a fix this many metres outside a fence exits it at once")
+    geofence_exit_fixes: int = _var("GUARDSTREAM_GEOFENCE_EXIT_FIXES", _int_range(1, 100), 3,
+                                    "consecutive outside fixes (nearer than the margin) that exit a fence")
+    geofence_max_accuracy_m: float = _var("GUARDSTREAM_GEOFENCE_MAX_ACCURACY_M", _positive_float, 100.0,
+                                          "fixes less accurate than this never change fence state")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

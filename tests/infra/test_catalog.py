@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from guardstream.infra.catalog import RAW_BYTES, TOPICS, Priority, topic_for_priority
+from guardstream.infra.catalog import INTERNAL_JSON, RAW_BYTES, TOPICS, Priority, topic_for_priority
 from guardstream.schemas.contracts import current_contracts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def test_every_topic_is_fully_described():
 def test_value_schemas_name_real_contracts():
     contracts = current_contracts()
     for topic in TOPICS.all():
-        if topic.value_schemas != (RAW_BYTES,):
+        if topic.value_schemas not in ((RAW_BYTES,), (INTERNAL_JSON,)):
             assert set(topic.value_schemas) <= set(contracts), topic.name
 
 
@@ -49,3 +49,8 @@ def test_no_topic_name_is_spelled_outside_the_catalog():
                 if literal.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_worker_state_changelog_is_copartitioned_with_the_raw_topics():
+    assert {t.partitions for t in TOPICS.raw()} == {TOPICS.worker_state.partitions}
+    assert TOPICS.worker_state.cleanup_policy == "compact"
