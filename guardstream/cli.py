@@ -1,4 +1,4 @@
-"""The ``guardstream`` command: one entry point, one subcommand per job.
+"""The guardstream command: one entry point, one subcommand per job.
 
 Subcommands import what they need when they run, so ``guardstream --help`` and
 the quick commands start fast. Errors reach the user at one place
@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "guardstream.infra.commands",
     "guardstream.infra.lag.commands",
     "guardstream.connectors.cli",
-    "guardstream.sinks.commands",
+    "guardstream.streams.cli",
 )
 
 

@@ -22,7 +22,7 @@ class Component:
 COMPONENTS: tuple[Component, ...] = (
     Component("bridge", ("bridge",), "MQTT -> raw Kafka topics, at least once"),
     Component("commands", ("commands",), "device commands from Kafka -> MQTT"),
+    Component("worker", ("worker",), "validate, geofences, alert rules, priority routing"),
     Component("lag-exporter", ("lag-exporter",), "consumer lag, lag in seconds and group status on /metrics"),
-    Component("sink", ("sink",), "priority topics, geofences, dead letters, alert actions -> PostgreSQL"),
 )
 

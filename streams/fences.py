@@ -1,0 +1,123 @@
+"""Every worker's copy of all geofences, read from the compacted ``geofences`` topic.
+
+:class:`FenceBook` is the pure part: fence records (or tombstones) in, a new
+:class:`FenceIndex` and the ids of fences that disappeared out. :class:`FenceFeed`
+is the shell: a thread that reads the topic from the beginning (no consumer
+group: every worker needs every fence), rebuilds the index when fences change
+and swaps it in one assignment, so a batch always sees one whole index.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from guardstream.errors import GuardstreamError
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import common_config
+from guardstream.infra.settings import Settings
+from guardstream.schemas.codec import Codec
+from guardstream.streams.geofence import Fence, FenceIndex, fence_from_record
+
+log = logging.getLogger("guardstream.fences")
+
+
+@dataclass
+class FenceBook:
+    fences: dict[str, Fence] = field(default_factory=dict)
+    indexed: frozenset[str] = frozenset()
+
+    def put(self, fence_id: str, record: dict[str, Any] | None) -> None:
+        """A fence record, or None for a tombstone (the fence was deleted)."""
+        if record is None:
+            self.fences.pop(fence_id, None)
+        else:
+            self.fences[fence_id] = fence_from_record(record)
+
+    def rebuild(self) -> tuple[FenceIndex, frozenset[str]]:
+        """(new index, ids that were in the previous index and are gone now)."""
+        index = FenceIndex.build(self.fences.values())
+        now = frozenset(self.fences)
+        removed, self.indexed = self.indexed - now, now
+        return index, removed
+
+
+class FenceFeed:
+    def __init__(self, settings: Settings, codec: Codec,
+                 on_rebuild: Callable[[FenceIndex, float], None] | None = None) -> None:
+        self.codec = codec
+        self.book = FenceBook()
+        self.index = FenceIndex.build(())
+        self.loaded = threading.Event()
+        self.stopping = threading.Event()
+        self.errors = 0
+        self._removed: set[str] = set()
+        self._lock = threading.Lock()
+        self._on_rebuild = on_rebuild
+        self._consumer = Consumer(common_config(settings, "guardstream-fences") | {
+            "group.id": "guardstream-fences-reader", "enable.auto.commit": False,
+            "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+        self._thread = threading.Thread(target=self._run, name="fences", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(10)
+
+    def take_removed(self) -> frozenset[str]:
+        """Fence ids deleted since the last call (their devices get an exit)."""
+        with self._lock:
+            removed, self._removed = frozenset(self._removed), set()
+        return removed
+
+    def _run(self) -> None:
+        topic = TOPICS.geofences.name
+        metadata = self._consumer.list_topics(topic, timeout=30)
+        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        at_end: set[int] = set()
+        try:
+            while not self.stopping.is_set():
+                changed = False
+                for message in self._consumer.consume(1000, 0.5):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            at_end.add(message.partition())
+                        continue
+                    changed |= self._apply(message)
+                if changed:
+                    self._rebuild()
+                if not self.loaded.is_set() and at_end >= set(partitions):
+                    self.loaded.set()
+        finally:
+            self._consumer.close()
+
+    def _apply(self, message: Any) -> bool:
+        fence_id = (message.key() or b"").decode("utf-8", "replace")
+        try:
+            record = None if message.value() is None else self.codec.decode(message.value())[1]
+            self.book.put(fence_id, record)
+            return True
+        except GuardstreamError as exc:
+            # a bad fence never stops the worker: it is left out, logged and counted
+            self.errors += 1
+            log.error("geofence %s at offset %d left out: %s: %s", fence_id, message.offset(), exc.reason, exc.detail)
+            return False
+
+    def _rebuild(self) -> None:
+        started = time.perf_counter()
+        index, removed = self.book.rebuild()
+        with self._lock:
+            self.index = index  # one assignment: a batch sees the old index or the new, whole
+            self._removed |= removed
+        if self._on_rebuild:
+            self._on_rebuild(index, time.perf_counter() - started)

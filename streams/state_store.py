@@ -1,0 +1,102 @@
+"""Per-device state that survives restarts: kept in memory, logged to a compacted topic.
+
+Every change is written to the worker-state changelog (key
+``store|raw topic|device``, JSON value, partition = the raw record's
+partition) in the same flush as the batch's outputs, before the batch's
+offsets are committed. When partitions are assigned, their state is read back
+from the changelog partitions of the same numbers: a restarted or rebalanced
+worker continues where the previous owner stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from guardstream.errors import UnavailableError
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import common_config
+from guardstream.infra.settings import Settings
+from guardstream.streams.geofence_state import DeviceState
+from guardstream.streams.rules import RuleState
+
+# store name -> the state class (with to_dict / from_dict) it holds per device
+STORES: dict[str, Any] = {"geofence": DeviceState, "rules": RuleState}
+
+
+def changelog_key(store: str, topic: str, device: str) -> bytes:
+    return f"{store}|{topic}|{device}".encode()
+
+
+def parse_key(key: bytes) -> tuple[str, str, str] | None:
+    parts = key.decode("utf-8", "replace").split("|", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+class StateStore:
+    def __init__(self, settings: Settings, producer: Producer) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.topic = TOPICS.worker_state.name
+        # store -> device -> state object; the raw (topic, partition) each device came from
+        self.values: dict[str, dict[str, Any]] = {s: {} for s in STORES}
+        self.origin: dict[tuple[str, str], tuple[str, int]] = {}
+
+    def put(self, store: str, device: str, value: Any, topic: str, partition: int) -> None:
+        self.values[store][device] = value
+        self.origin[(store, device)] = (topic, partition)
+        self.producer.produce(self.topic, json.dumps(value.to_dict(), separators=(",", ":")).encode(),
+                              changelog_key(store, topic, device), partition=partition)
+
+    def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
+        """Drop what belongs to partitions no longer assigned (kept ones stay)."""
+        keep = set(assigned)
+        for (store, device), origin in list(self.origin.items()):
+            if origin not in keep:
+                del self.origin[(store, device)]
+                self.values[store].pop(device, None)
+
+    def restore(self, assigned: Iterable[tuple[str, int]], timeout_s: float = 60.0) -> int:
+        """Read the changelog for newly assigned raw partitions; returns entries restored."""
+        wanted = set(assigned)
+        partitions = sorted({p for _, p in wanted})
+        if not partitions:
+            return 0
+        consumer = Consumer(common_config(self.settings, "guardstream-worker-restore") | {
+            "group.id": "guardstream-worker-restore", "enable.auto.commit": False,
+            "enable.partition.eof": True})
+        try:
+            consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+            return self._read_to_end(consumer, set(partitions), wanted, timeout_s)
+        finally:
+            consumer.close()
+
+    def _read_to_end(self, consumer: Consumer, pending: set[int], wanted: set[tuple[str, int]],
+                     timeout_s: float) -> int:
+        restored = 0
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"worker state not restored within {timeout_s:.0f}s")
+            for message in consumer.consume(5000, 0.5):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                    continue
+                parsed = parse_key(message.key() or b"")
+                if parsed is None or (parsed[1], message.partition()) not in wanted or parsed[0] not in STORES:
+                    continue
+                store, topic, device = parsed
+                if message.value() is None:
+                    self.values[store].pop(device, None)
+                    self.origin.pop((store, device), None)
+                else:
+                    self.values[store][device] = STORES[store].from_dict(json.loads(message.value()))
+                    self.origin[(store, device)] = (topic, message.partition())
+                restored += 1
+        return restored

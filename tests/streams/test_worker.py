@@ -1,0 +1,77 @@
+"""The stream worker as a real process on tansu: raw records in, events out, state kept across restarts."""
+
+import json
+import signal
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from guardstream.infra.catalog import TOPICS
+from guardstream.schemas.codec import Codec
+from guardstream.schemas.registry import FileRegistry
+from guardstream.streams import fence_admin
+from support.processes import collect, header
+
+pytestmark = pytest.mark.slow
+HQ = [[13.400, 52.519], [13.410, 52.519], [13.410, 52.523], [13.400, 52.523], [13.400, 52.519]]
+INSIDE, FAR_OUT = (52.521, 13.405), (52.530, 13.430)
+
+
+@pytest.fixture
+def fences(applied, tmp_path, unique):
+    tenant = f"t{unique}"
+    path = tmp_path / "fences.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": f"hq-{unique}", "name": "HQ", "kind": "site"},
+         "geometry": {"type": "Polygon", "coordinates": [HQ]}}]}))
+    fence_admin.import_file(applied, Codec(FileRegistry.load()), path, tenant)
+    return tenant
+
+
+def _send(settings, topic, key, payload, seq):
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    now = time.time_ns() // 1_000_000
+    producer.produce(topic, payload if isinstance(payload, bytes) else json.dumps(payload).encode(), key.encode(),
+                     headers=[("msg.id", f"{key}-{seq}".encode()), ("received_ms", str(now).encode())])
+    producer.flush(10)
+
+
+BASE_S = int(time.time()) - 60  # fix times: a minute ago, one second apart
+
+
+def _fix(settings, device, tenant, at, seq):
+    _send(settings, TOPICS.raw_guard.name, device,
+          {"ts": BASE_S + seq, "lat": at[0], "lon": at[1], "accuracy_m": 4, "tenant": tenant}, seq)
+
+
+def _decoded(records):
+    codec = Codec(FileRegistry.load())
+    return [codec.decode(r.value())[1] for r in records]
+
+
+def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_component, fences, unique):
+    tenant, device = fences, f"g-{unique}"
+    worker = run_component(["worker"], applied)
+    mine = lambda r: r.key() == device.encode()  # noqa: E731
+
+    _fix(applied, device, tenant, INSIDE, 1)
+    [position] = _decoded(collect(applied, TOPICS.events_high.name, mine, 1))
+    assert position["fences"] == [f"hq-{unique}"] and position["in_site"] is True
+    [enter] = _decoded(collect(applied, TOPICS.events_critical.name, mine, 1))
+    assert enter["transition"] == "ENTER"
+
+    _send(applied, TOPICS.raw_guard.name, device, b"{broken", 2)
+    [dead] = collect(applied, TOPICS.dlq_validate.name, mine, 1)
+    assert header(dead, "__connect.errors.exception.class.name") == b"not_json"
+    assert header(dead, "__connect.errors.topic") == TOPICS.raw_guard.name.encode()
+
+    # the worker goes down hard; its successor must remember the guard is inside
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    run_component(["worker"], applied)
+    _fix(applied, device, tenant, FAR_OUT, 3)
+    events = _decoded(collect(applied, TOPICS.events_critical.name, mine, 3))
+    exits = [e for e in events if e.get("transition") == "EXIT"]
+    assert len(exits) == 1 and exits[0]["dwell_ms"] == 2000
+    assert [e["kind"] for e in events if "kind" in e] == ["GEOFENCE_VIOLATION"]
