@@ -119,10 +119,14 @@ class RawKind(enum.Enum):
 
 def kind_for_topic(topic_name: str) -> RawKind:
     """The kind of a raw topic, by its name in the catalog (``ValueError`` for any other topic)."""
-    for kind in RawKind:
-        if kind.topic.name == topic_name:
-            return kind
-    raise ValueError(f"{topic_name!r} is not a raw topic of the catalog")
+    kind = _KIND_BY_TOPIC.get(topic_name)
+    if kind is None:
+        raise ValueError(f"{topic_name!r} is not a raw topic of the catalog")
+    return kind
+
+
+# asked once per record: a dict, not a walk over the enum
+_KIND_BY_TOPIC = {kind.topic.name: kind for kind in RawKind}
 
 
 @dataclass(frozen=True, kw_only=True)
