@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -175,9 +175,13 @@ class DeviceState:
     violation_open: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["fences"] = {fid: asdict(m) for fid, m in self.fences.items()}
-        return data
+        # spelled out rather than dataclasses.asdict: written to the changelog for every moved device
+        return {"device_id": self.device_id, "tenant": self.tenant,
+                "fences": {fid: {"state": str(m.state), "kind": m.kind, "entered_ms": m.entered_ms,
+                                 "outside_count": m.outside_count, "version_ms": m.version_ms}
+                           for fid, m in self.fences.items()},
+                "last_applied_ts_ms": self.last_applied_ts_ms, "last_lat": self.last_lat,
+                "last_lon": self.last_lon, "violation_open": self.violation_open}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceState:
@@ -296,8 +300,8 @@ def _apply(state: DeviceState | None, fix: Fix, inside: frozenset[str], index: F
     if skipped:
         return FixResult(state, [], _enrichment(state, index), skipped)
     fences, transitions = _step_fences(state, fix, inside, index, params)
-    moved = replace(state, tenant=fix.tenant, fences=fences, last_applied_ts_ms=fix.ts_ms,
-                    last_lat=fix.lat, last_lon=fix.lon)
+    # the constructor, not dataclasses.replace: this runs once per GPS fix
+    moved = DeviceState(state.device_id, fix.tenant, fences, fix.ts_ms, fix.lat, fix.lon, state.violation_open)
     moved, violation_events = _judge_violation(moved, fix, index)
     return FixResult(moved, transitions + violation_events, _enrichment(moved, index))
 
@@ -314,6 +318,8 @@ def _skip_reason(state: DeviceState, fix: Fix, params: Params) -> str | None:
 def _step_fences(state: DeviceState, fix: Fix, inside: frozenset[str], index: FenceIndex,
                  params: Params) -> tuple[dict[str, FenceMembership], list[Output]]:
     # Only fences the device is in, or now inside, can change: OUTSIDE + OUT_* is a no-op.
+    if not state.fences and not inside:
+        return {}, []
     memberships: dict[str, FenceMembership] = {}
     exits: list[Output] = []
     enters: list[Output] = []
@@ -381,7 +387,8 @@ def _judge_violation(state: DeviceState, fix: Fix, index: FenceIndex) -> tuple[D
                                          event_id=f"{fix.event_id}:violation_started")
     else:
         event = ViolationEnded(**where, event_id=f"{fix.event_id}:violation_ended")
-    return replace(state, violation_open=violating), [event]
+    return DeviceState(state.device_id, state.tenant, state.fences, state.last_applied_ts_ms, state.last_lat,
+                       state.last_lon, violating), [event]
 
 
 def _enrichment(state: DeviceState, index: FenceIndex) -> Enrichment:
