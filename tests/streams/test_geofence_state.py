@@ -372,3 +372,9 @@ def test_batch_equals_one_fix_at_a_time(raw: list) -> None:
         one_by_one.append(result)
     batch_states, batch_results = apply_batch({}, fixes, INDEX)
     assert batch_results == one_by_one and batch_states == states
+
+
+def test_the_documented_diagram_is_the_table_in_the_code():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "geofence-states.md").read_text()
+    assert doc.endswith(transition_table_markdown())
