@@ -76,7 +76,7 @@ REASONS = frozenset({
     "clock_skew",
 })
 MAX_DETAIL_CHARS = 300
-DEVICE_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # the bridge passes the same set (MAC-style ids)
 TENANT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Epoch seconds stay below 1e11 until the year 5138; epoch milliseconds passed it in 1973.
 SECONDS_LIMIT = 1e11

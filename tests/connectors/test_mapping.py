@@ -89,3 +89,13 @@ def test_bad_rules_file_names_the_setting(tmp_path, text, words):
 def test_rule_check_refuses_bad_qos():
     with pytest.raises(ConfigError):
         Rule("a/{id}", TOPICS.raw_guard.name, "id", 3).check()
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=128))
+def test_every_id_the_bridge_forwards_is_one_validation_accepts(device_id):
+    from guardstream.streams.validation import DEVICE_ID
+    try:
+        found = match(DEFAULT_RULES, f"device/{device_id}/telemetry")
+    except InputError:
+        return
+    assert DEVICE_ID.fullmatch(found.key)
