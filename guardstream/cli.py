@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "guardstream.infra.lag.commands",
     "guardstream.connectors.cli",
     "guardstream.streams.cli",
+    "guardstream.sinks.commands",
+    "guardstream.gateway.cli",
 )
 
 

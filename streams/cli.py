@@ -29,6 +29,7 @@ def cmd_fences_import(args: argparse.Namespace) -> int:
 
 def cmd_fences_list(args: argparse.Namespace) -> int:
     import json
+    from guardstream.infra.catalog import TOPICS
     from guardstream.infra.render import emit_table
     from guardstream.streams import fence_admin
     settings = Settings.from_env()
@@ -37,7 +38,7 @@ def cmd_fences_list(args: argparse.Namespace) -> int:
              "" if f["radius_m"] is None else f"{f['radius_m']:g}", str(f["updated_ms"])]
             for f in sorted(fences.values(), key=lambda f: (f["tenant"], f["fence_id"]))
             if args.tenant in (None, f["tenant"])]
-    emit_table("geofences", ["id", "tenant", "name", "kind", "geometry", "radius_m", "updated_ms"], rows)
+    emit_table(TOPICS.geofences.name, ["id", "tenant", "name", "kind", "geometry", "radius_m", "updated_ms"], rows)
     return 0
 
 
