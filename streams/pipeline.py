@@ -21,7 +21,8 @@ from guardstream.streams.geofence_state import (
 )
 from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
-from guardstream.streams.validation import DedupWindow, Invalid, Policy, RawMeta, kind_for_topic, validate
+from guardstream.streams.dedup import DedupWindow
+from guardstream.streams.validation import Invalid, Policy, RawMeta, kind_for_topic, validate
 
 GUARD_POSITION = "guardstream.GuardPosition"
 GEOFENCE_EVENT = "guardstream.GeofenceEvent"

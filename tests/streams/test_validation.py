@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guardstream.streams.dedup import DedupWindow
 from guardstream.infra.catalog import TOPICS
 from guardstream.schemas.contracts import current_contracts
 from guardstream.streams import validation
@@ -25,7 +26,6 @@ from guardstream.streams.validation import (
     REASONS,
     SCHEMA_FOR_KIND,
     SEVERITIES,
-    DedupWindow,
     Invalid,
     Policy,
     RawKind,
