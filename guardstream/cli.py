@@ -25,7 +25,6 @@ COMMAND_MODULES = (
     "guardstream.connectors.cli",
     "guardstream.streams.cli",
     "guardstream.sinks.commands",
-    "guardstream.gateway.cli",
 )
 
 
