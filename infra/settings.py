@@ -216,7 +216,7 @@ class Settings:
     worker_batch_max: int = _var("GUARDSTREAM_WORKER_BATCH_MAX", _int_range(1, 100_000), 2000,
                                  "raw records the stream worker takes per batch, at most")
     worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,
-                                     "how long the stream worker waits to fill a batch")
+                                     "how long the stream worker waits for the first record of a batch")
     rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
                                    "alert rules (TOML; default: streams/rules_default.toml)")
     geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,

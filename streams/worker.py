@@ -9,6 +9,12 @@ machine ignores fixes it has already applied, so no transition is emitted twice.
 Several workers share the raw partitions through one consumer group; the
 per-device state of a partition moves with it (``state_store.py``).
 
+Two lanes run in each worker process, each with its own consumer group and
+producer: ``alerts`` (raw.alert, small batches) and ``bulk`` (the other raw
+topics). A flood of telemetry fills the bulk lane's queues, never the alerts'.
+A lane takes what is already fetched as soon as one record is there, so at low
+load a record does not wait for a batch to fill.
+
 Why not one Faust event at a time: a bare Faust pass-through agent measured
 about 2,100-5,400 events/s on this 2-core machine (``bench/stream_worker.py``);
 its per-event path (an Event object, a queue hop and acknowledgement tracking
@@ -23,6 +29,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -46,6 +53,23 @@ GROUP = "guardstream-worker"
 SILENT_CHECK_S = 30.0
 
 
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    topics: tuple[str, ...]
+    group: str
+    batch_max: int
+    wait_s: float  # how long to wait for the first record of a batch
+    stateful: bool  # keeps per-device state (geofences, rule latches) and the silent-device timer
+
+
+def lanes(settings: Settings) -> tuple[Lane, Lane]:
+    alerts = TOPICS.raw_alert
+    return (Lane("alerts", (alerts.name,), f"{GROUP}-alerts", 200, 0.05, stateful=False),
+            Lane("bulk", tuple(t.name for t in TOPICS.raw() if t is not alerts), GROUP,
+                 settings.worker_batch_max, settings.worker_batch_wait_ms / 1000, stateful=True))
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -60,20 +84,25 @@ def raw_record(message: Any) -> RawRecord:
 
 
 class Worker:
-    def __init__(self, settings: Settings, codec: Codec, metrics: WorkerMetrics, rules: Rules | None = None) -> None:
+    """One lane: a consumer group, its producer, and the state of the partitions it owns."""
+
+    def __init__(self, settings: Settings, codec: Codec, metrics: WorkerMetrics, lane: Lane, fences: FenceFeed,
+                 stopping: threading.Event, rules: Rules | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.metrics = metrics
+        self.lane = lane
         self.rules = rules or load_rules(settings.rules_file)
         self.params = params_from(settings)
-        self.stopping = threading.Event()
+        self.stopping = stopping
         self.assigned: set[tuple[str, int]] = set()
-        self.producer = Producer(producer_config(settings, "guardstream-worker", **{"linger.ms": 2}))
-        self.consumer = Consumer(consumer_config(settings, "guardstream-worker", GROUP, **{
+        client_id = f"guardstream-worker-{lane.name}"
+        self.producer = Producer(producer_config(settings, client_id, **{"linger.ms": 2}))
+        self.consumer = Consumer(consumer_config(settings, client_id, lane.group, **{
             "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 65536}))
         self.store = StateStore(settings, self.producer)
-        self.fences = FenceFeed(settings, codec, self._on_rebuild)
-        self.state = State(fences=self.fences.index, devices=self.store.values["geofence"],
+        self.fences = fences
+        self.state = State(fences=fences.index, devices=self.store.values["geofence"],
                            rules=self.store.values["rules"])
         self._alerted: dict[str, int] = {}
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
@@ -86,16 +115,12 @@ class Worker:
             return False, "no partitions assigned yet"
         return True, ""
 
-    def _on_rebuild(self, index: Any, seconds: float) -> None:
-        self.metrics.fences.set(len(index))
-        self.metrics.index_rebuild.observe(seconds)
-
     # -- partitions ------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         new = {(p.topic, p.partition) for p in partitions} - self.assigned
         self.assigned |= new
-        restored = self.store.restore(new)
+        restored = self.store.restore(new) if self.lane.stateful else 0
         self.ready_since = self.ready_since or time.monotonic()
         log.info("assigned %d partition(s); restored %d state entries", len(new), restored)
 
@@ -106,26 +131,28 @@ class Worker:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        self.fences.start()
         while not self.fences.loaded.wait(1.0):
             if self.stopping.is_set():
                 return
-        self.consumer.subscribe([t.name for t in TOPICS.raw()], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke)
-        batch_max = self.settings.worker_batch_max
-        wait_s = self.settings.worker_batch_wait_ms / 1000
+        self.consumer.subscribe(list(self.lane.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.consume(batch_max, wait_s)
-                records = [raw_record(m) for m in messages if self._usable(m)]
+                records = self._next_batch()
                 if records:
                     self.handle(records)
-                if time.monotonic() >= self._next_silent_check:
+                if self.lane.stateful and time.monotonic() >= self._next_silent_check:
                     self._check_silent()
         finally:
             self.producer.flush(30)
             self.consumer.close()
-            self.fences.stop()
+
+    def _next_batch(self) -> list[RawRecord]:
+        """Wait for one record, then take whatever else is already fetched, up to the batch size."""
+        first = self.consumer.poll(self.lane.wait_s)
+        if first is None:
+            return []
+        messages = [first, *self.consumer.consume(self.lane.batch_max - 1, 0)]
+        return [raw_record(m) for m in messages if self._usable(m)]
 
     def _usable(self, message: Any) -> bool:
         error = message.error()
@@ -145,7 +172,8 @@ class Worker:
         self._write(outcome, records, policy.now_ms)
         if self.producer.flush(60) > 0:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "batch not acknowledged within 60 s"))
-        self.consumer.commit(offsets=_next_offsets(records), asynchronous=False)
+        # after the flush: the batch's outputs are in Kafka; a lost commit only repeats the batch
+        self.consumer.commit(offsets=_next_offsets(records), asynchronous=True)
         self._count(outcome, records, started)
 
     def _write(self, outcome: Outcome, records: list[RawRecord], now: int) -> None:
@@ -222,13 +250,46 @@ def run(settings: Settings) -> int:
     from guardstream.schemas.registry import registry_from_settings
 
     metrics = WorkerMetrics.create()
-    worker = Worker(settings, Codec(registry_from_settings(settings)), metrics)
-    endpoints = serve(metrics.registry, worker.ready, settings.metrics_host, settings.metrics_port) \
+    codec = Codec(registry_from_settings(settings))
+    stopping = threading.Event()
+
+    def rebuilt(index: Any, seconds: float) -> None:
+        metrics.fences.set(len(index))
+        metrics.index_rebuild.observe(seconds)
+
+    fences = FenceFeed(settings, codec, rebuilt)
+    workers = [Worker(settings, codec, metrics, lane, fences, stopping) for lane in lanes(settings)]
+
+    def ready() -> tuple[bool, str]:
+        for worker in workers:
+            ok, why = worker.ready()
+            if not ok:
+                return False, f"{worker.lane.name} lane: {why}"
+        return True, ""
+
+    endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
         if settings.metrics_port else None
-    install_stop_handlers(worker.stopping.set)
+    install_stop_handlers(stopping.set)
+    failed: list[BaseException] = []
+
+    def run_lane(worker: Worker) -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # a dead lane takes the process down, loudly, for a restart
+            log.exception("%s lane failed", worker.lane.name)
+            failed.append(exc)
+            stopping.set()
+
+    fences.start()
+    threads = [threading.Thread(target=run_lane, args=(w,), name=f"lane-{w.lane.name}") for w in workers]
+    for thread in threads:
+        thread.start()
     try:
-        worker.run()
+        for thread in threads:
+            thread.join()
     finally:
+        stopping.set()
+        fences.stop()
         if endpoints:
             endpoints.close()
-    return 0
+    return 1 if failed else 0
