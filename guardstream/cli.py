@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "guardstream.connectors.cli",
     "guardstream.streams.cli",
     "guardstream.sinks.commands",
+    "guardstream.gateway.cli",
 )
 
 

@@ -88,7 +88,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     supervisor = Supervisor()
     install_stop_handlers(supervisor.stopping.set)
-    stack = bring_up(settings, os.environ, supervisor, stack_report)
+    stack = bring_up(settings, os.environ, supervisor, stack_report,
+                     simulate_devices=args.simulate, simulate_rate=args.rate)
     try:
         supervisor.run_until_stopped()
     finally:
@@ -107,6 +108,10 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run the whole pipeline locally (embedded Kafka, MQTT, PostgreSQL)")
+    up.add_argument("--simulate", type=int, default=0, metavar="N",
+                    help="also run a simulated fleet of N devices, with the demo fences imported")
+    up.add_argument("--rate", type=float, default=100.0, metavar="R",
+                    help="messages per second of the simulated fleet (default: 100)")
     up.set_defaults(handler=cmd_up)
 
     # one_shot: runs once and exits; its failure is one line, so client retry logs are hidden

@@ -25,5 +25,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("worker", ("worker",), "validate, geofences, alert rules, priority routing"),
     Component("lag-exporter", ("lag-exporter",), "consumer lag, lag in seconds and group status on /metrics"),
     Component("sink", ("sink",), "priority topics, geofences, dead letters, alert actions -> PostgreSQL"),
+    Component("gateway", ("gateway",), "WebSocket push feed (JWT, tenants, resume) and the live dashboard",
+              serves_http=True),
 )
 

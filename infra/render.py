@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from guardstream.errors import ConfigError
 from guardstream.infra.catalog import DAY_MS, Topic
 from guardstream.infra.settings import Secret, Settings
 
@@ -83,4 +84,17 @@ def stack_report(stack: Stack, settings: Settings) -> None:
         table.add_row(f"{name} metrics", f"http://{settings.metrics_host}:{port}/metrics")
     console = _console()
     console.print(table)
+    if "gateway" in stack.metrics_ports:
+        console.print(f"dashboard (demo token, 12 h): {dashboard_url(settings)}", markup=False)
     console.print("guardstream is up; Ctrl-C stops everything", markup=False)
+
+
+def dashboard_url(settings: Settings) -> str:
+    from guardstream.gateway.auth import demo_token
+    scheme = "https" if settings.gateway_tls_cert else "http"
+    host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::", "") else settings.gateway_host
+    page = f"{scheme}://{host}:{settings.gateway_port}/"
+    try:
+        return f"{page}?token={demo_token(settings)}"
+    except ConfigError as exc:  # RS256 only: tokens come from the issuer that holds the private key
+        return f"{page}?token=... (no demo token: {exc.detail})"

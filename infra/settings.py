@@ -118,6 +118,19 @@ def _path(raw: str) -> Path:
     return Path(raw.strip()).expanduser()
 
 
+def _named_urls(raw: str) -> str:
+    """``name=http://host:port,...``; returned normalised, as text, so ``as_env`` round-trips it."""
+    pairs = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, url = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{part!r} is not name=url")
+        pairs.append(f"{name.strip()}={_url('http', 'https')(url)}")
+    return ",".join(pairs)
+
+
 @dataclass(frozen=True)
 class Var:
     env: str
@@ -198,6 +211,11 @@ class Settings:
     lag_window: int = _var("GUARDSTREAM_LAG_WINDOW", _int_range(2, 1000), 10,
                            "offset observations per partition a consumer group's status is judged over")
 
+    # -- operator tools --------------------------------------------------------------
+    health_endpoints: str = _var("GUARDSTREAM_HEALTH_ENDPOINTS", _named_urls, "",
+                                 "components `guardstream health` checks the /readyz of, as name=url,... "
+                                 "(besides those of a running local stack)")
+
     # -- PostgreSQL sink -------------------------------------------------------------
     sink_group: str = _var("GUARDSTREAM_SINK_GROUP", _text, "guardstream-sink",
                            "consumer group of the sink's bulk consumer; the critical one uses <group>-critical")
@@ -225,6 +243,36 @@ class Settings:
                                     "consecutive outside fixes (nearer than the margin) that exit a fence")
     geofence_max_accuracy_m: float = _var("GUARDSTREAM_GEOFENCE_MAX_ACCURACY_M", _positive_float, 100.0,
                                           "fixes less accurate than this never change fence state")
+
+    # -- WebSocket gateway -------------------------------------------------------------
+    gateway_host: str = _var("GUARDSTREAM_GATEWAY_HOST", _text, "127.0.0.1",
+                             "address the WebSocket gateway and dashboard bind to")
+    gateway_port: int = _var("GUARDSTREAM_GATEWAY_PORT", _int_range(1, 65535), 8765,
+                             "port of the WebSocket gateway and dashboard")
+    gateway_origins: str = _var("GUARDSTREAM_GATEWAY_ORIGINS", _text, "",
+                                "browser origins allowed to connect, comma-separated (the dashboard's own: always)")
+    gateway_tls_cert: Path | None = _var("GUARDSTREAM_GATEWAY_TLS_CERT", _optional(_path), None,
+                                         "certificate chain (PEM) of the gateway; set with the key for wss:// and https://")
+    gateway_tls_key: Path | None = _var("GUARDSTREAM_GATEWAY_TLS_KEY", _optional(_path), None,
+                                        "private key (PEM) of the gateway certificate")
+    gateway_rate_per_min: int = _var("GUARDSTREAM_GATEWAY_RATE_PER_MIN", _int_range(1, 1_000_000), 100,
+                                     "messages a client may send per minute (token bucket of that size)")
+    gateway_max_message_bytes: int = _var("GUARDSTREAM_GATEWAY_MAX_MESSAGE_BYTES", _int_range(128, 2**24), 65536,
+                                          "largest message a client may send (larger: closed with 1009)")
+    gateway_queue_max: int = _var("GUARDSTREAM_GATEWAY_QUEUE_MAX", _int_range(1, 1_000_000), 1000,
+                                  "messages queued per client, at most, before positions conflate and others drop")
+    gateway_send_buffer_bytes: int = _var("GUARDSTREAM_GATEWAY_SEND_BUFFER_BYTES", _int_range(4096, 2**26), 65536,
+                                          "kernel send buffer per client: past it, a slow client's messages wait "
+                                          "in its gateway queue, where they conflate")
+    gateway_ping_interval_s: float = _var("GUARDSTREAM_GATEWAY_PING_INTERVAL_S", _positive_float, 20.0,
+                                          "seconds between keep-alive pings; a client that misses a pong as long "
+                                          "is disconnected")
+    jwt_secret: Secret = _var("GUARDSTREAM_JWT_SECRET", _secret, Secret(""),
+                              "HS256 secret of client tokens (secret); embedded profile: generated when unset")
+    jwt_public_key: Path | None = _var("GUARDSTREAM_JWT_PUBLIC_KEY", _optional(_path), None,
+                                       "PEM public key file of RS256 client tokens")
+    jwt_audience: str = _var("GUARDSTREAM_JWT_AUDIENCE", _text, "guardstream",
+                             "audience (aud) client tokens must name")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -10,6 +10,7 @@ child. Ports are taken free where the defaults are busy.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from guardstream.infra.supervisor import ChildSpec, Supervisor
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}
+STACK_FILE = "stack.json"  # under the state directory: the running stack's components and metrics ports
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -174,6 +176,21 @@ class Stack:
             env = settings.replace(metrics_port=port).as_env()
             supervisor.start(ChildSpec(component.name, [sys.executable, "-m", "guardstream.cli", *component.command],
                                        env=env))
+        # `guardstream health` reads where the components' /readyz are while this stack runs
+        state = settings.state_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        (state / STACK_FILE).write_text(json.dumps({"pid": os.getpid(), "metrics_host": settings.metrics_host,
+                                                    "metrics_ports": self.metrics_ports}, indent=1))
+
+    def start_simulator(self, supervisor: Supervisor, settings: Settings, devices: int, rate: float) -> None:
+        """Demo fences into the geofences topic when it is empty, then a simulated fleet as a child."""
+        from guardstream.connectors.simulator import import_demo_fences
+        imported = import_demo_fences(settings)
+        supervisor.log("up", f"demo fences: imported {imported}" if imported
+                       else "demo fences: the geofences topic has records already; left as it is")
+        argv = ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", "1"]
+        supervisor.start(ChildSpec("simulate", [sys.executable, "-m", "guardstream.cli", *argv],
+                                   env=settings.replace(metrics_port=0).as_env()))
 
     def stop_servers(self) -> None:
         if self._stop_postgres is not None:
@@ -182,8 +199,12 @@ class Stack:
 
 
 def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervisor,
-             report: Callable[[Stack, Settings], None]) -> Stack:
-    """Start servers, apply topics and migrations, start components; ``report`` prints what is where."""
+             report: Callable[[Stack, Settings], None], simulate_devices: int = 0,
+             simulate_rate: float = 100.0) -> Stack:
+    """Start servers, apply topics and migrations, start components; ``report`` prints what is where.
+
+    With ``simulate_devices``, a simulated fleet publishes to MQTT too (see :meth:`Stack.start_simulator`).
+    """
     from guardstream.infra import migrate, topics
     stack = Stack(settings)
     try:
@@ -193,6 +214,8 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
         applied = migrate.migrate(ready.database_url)
         supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
         stack.start_components(supervisor, ready)
+        if simulate_devices > 0:
+            stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)
     except GuardstreamError:
         supervisor.stop()
         stack.stop_servers()

@@ -1,0 +1,269 @@
+"""The gateway's Kafka side: the push consumer thread, resume replays and alert actions.
+
+Each gateway instance reads every partition of the priority topics and of
+``alerts.actions`` with its own consumer, assigned (no group, no commits) at
+the end of each partition when it starts, so instances scale out behind a
+load balancer without sharing anything. The thread hands decoded batches to
+the asyncio hub with ``loop.call_soon_threadsafe``; at most :data:`IN_FLIGHT`
+batches wait for the event loop, so a busy loop slows the consumer instead of
+piling records up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from guardstream.errors import GuardstreamError, UnavailableError
+from guardstream.gateway import metrics
+from guardstream.gateway.channels import ALERT_ACTION
+from guardstream.gateway.resume import ReplayPlan, plan_replay
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import common_config, probe_end_offsets, producer_config
+from guardstream.infra.settings import Settings
+from guardstream.schemas.codec import Codec
+
+log = logging.getLogger("guardstream.gateway.feed")
+TP = tuple[str, int]
+FEED_TOPICS = tuple(t.name for t in TOPICS.events()) + (TOPICS.alerts_actions.name,)
+IN_FLIGHT = 8
+BATCH = 200
+REPLAY_STALL_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    schema: str
+    record: dict[str, Any]
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+def decode(codec: Codec, message: Message) -> FeedEvent | None:
+    """The event of a record, or None (counted) when it does not decode."""
+    value = message.value()
+    if value is None:
+        metrics.FEED_REFUSED.labels("empty_value").inc()
+        return None
+    try:
+        schema, record = codec.decode(value)
+    except GuardstreamError as exc:
+        metrics.FEED_REFUSED.labels(exc.reason).inc()
+        return None
+    kind, ts = message.timestamp()
+    return FeedEvent(message.topic(), message.partition(), message.offset(), ts if kind else None, schema, record)
+
+
+def _consumer(settings: Settings, client_id: str, **overrides: Any) -> Consumer:
+    # assign() only: the group id is never joined and nothing is committed under it
+    return Consumer(common_config(settings, client_id) | {
+        "group.id": "guardstream-gateway", "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "fetch.wait.max.ms": 100, **overrides})
+
+
+def feed_partitions(consumer: Consumer) -> list[TP]:
+    try:
+        metadata = consumer.list_topics(timeout=10)
+    except KafkaException as exc:
+        raise UnavailableError(f"Kafka unreachable: {exc}") from exc
+    out = []
+    for topic in FEED_TOPICS:
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise UnavailableError(f"topic {topic} is missing: run `guardstream topics apply`")
+        out += [(topic, p) for p in sorted(described.partitions)]
+    return out
+
+
+class PushFeed:
+    """The live consumer; :meth:`open` returns the positions it starts at, :meth:`run` is the thread."""
+
+    def __init__(self, settings: Settings, codec: Codec, on_batch: Callable[[list[FeedEvent]], None],
+                 loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        self.settings, self.codec, self.on_batch, self.loop, self.stop = settings, codec, on_batch, loop, stop
+        self.consumer = _consumer(settings, "guardstream-gateway-feed")
+        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._thread: threading.Thread | None = None
+        self.assigned = False
+
+    @property
+    def running(self) -> bool:
+        return self.assigned and self._thread is not None and self._thread.is_alive()
+
+    def start(self, on_failure: Callable[[BaseException], None]) -> None:
+        """Run :meth:`run` in a daemon thread; ``on_failure`` hears of an error that ended it."""
+        def guarded() -> None:
+            try:
+                self.run()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
+                log.exception("push consumer stopped")
+                on_failure(exc)
+        self._thread = threading.Thread(target=guarded, name="gateway-feed", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        self.stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def open(self) -> dict[TP, int]:
+        partitions = feed_partitions(self.consumer)
+        # tansu's high watermark can sit below the real end: probe the exact end of each partition
+        ends = {tp: end for tp, (_, end) in probe_end_offsets(self.settings, partitions).items()}
+        self.consumer.assign([TopicPartition(t, p, ends[(t, p)]) for t, p in partitions])
+        self.assigned = True
+        return ends
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = []
+                for message in self.consumer.consume(BATCH, 0.1):
+                    if message.error() is not None:
+                        self._on_error(message.error())
+                        continue
+                    metrics.FEED_RECORDS.labels(message.topic()).inc()
+                    event = decode(self.codec, message)
+                    if event is not None:
+                        batch.append(event)
+                if batch:
+                    self._hand_over(batch)
+        finally:
+            self.consumer.close()
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal() or not error.retriable():
+            raise UnavailableError(f"push consumer: {error.str()}")
+        log.warning("push consumer: %s", error.str())
+
+    def _hand_over(self, batch: list[FeedEvent]) -> None:
+        while not self._slots.acquire(timeout=0.5):
+            if self.stop.is_set():
+                return
+        self.loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[FeedEvent]) -> None:
+        try:
+            self.on_batch(batch)
+        finally:
+            self._slots.release()
+
+
+class ReplayReader:
+    """A short-lived consumer reading a resume's ranges; call from a worker thread."""
+
+    def __init__(self, settings: Settings, codec: Codec, resume: Mapping[TP, int], live: Mapping[TP, int]) -> None:
+        self.codec = codec
+        self.consumer = _consumer(settings, "guardstream-gateway-replay", **{"enable.partition.eof": True})
+        try:
+            oldest = {tp: self._oldest(tp) for tp in resume if tp in live}
+            self.plan: ReplayPlan = plan_replay(resume, live, oldest)
+            self.pending = {tp: end for tp, (_, end) in self.plan.ranges.items()}
+            if self.pending:
+                self.consumer.assign([TopicPartition(t, p, first) for (t, p), (first, _) in self.plan.ranges.items()])
+        except BaseException:
+            self.consumer.close()
+            raise
+        self._progress = time.monotonic()
+
+    def _oldest(self, tp: TP) -> int:
+        try:
+            low, _ = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
+        except KafkaException as exc:
+            raise UnavailableError(f"watermarks of {tp[0]}[{tp[1]}]: {exc}") from exc
+        return low
+
+    def chunk(self, limit: int = 500) -> list[FeedEvent] | None:
+        """The next events of the ranges, in offset order per partition; None when all are read."""
+        out: list[FeedEvent] = []
+        while self.pending and not out:
+            for message in self.consumer.consume(limit, 0.2):
+                tp = (message.topic(), message.partition())
+                end = self.pending.get(tp)
+                error = message.error()
+                if end is None:
+                    continue
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and message.offset() >= end:
+                        del self.pending[tp]
+                    elif error.code() != KafkaError._PARTITION_EOF and not error.retriable():
+                        raise UnavailableError(f"replay of {tp[0]}[{tp[1]}]: {error.str()}")
+                    continue
+                if message.offset() >= end:
+                    del self.pending[tp]
+                    continue
+                self._progress = time.monotonic()
+                if message.offset() >= end - 1:
+                    del self.pending[tp]
+                event = decode(self.codec, message)
+                if event is not None:
+                    out.append(event)
+            if not out and time.monotonic() - self._progress > REPLAY_STALL_S:
+                raise UnavailableError(f"replay stalled on {sorted(self.pending)}")
+        return out if out or self.pending else None
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class ActionWriter:
+    """Writes guardstream.AlertAction records to ``alerts.actions`` and awaits Kafka's acknowledgement."""
+
+    def __init__(self, settings: Settings, codec: Codec, timeout_s: float = 10.0) -> None:
+        self.codec, self.timeout_s = codec, timeout_s
+        self.producer = Producer(producer_config(settings, "guardstream-gateway-actions", **{"linger.ms": 0}))
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="gateway-actions", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    async def write(self, record: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: KafkaError | None, _message: object) -> None:
+            loop.call_soon_threadsafe(_settle, done, error)
+
+        value = self.codec.encode(ALERT_ACTION, record)
+        try:
+            self.producer.produce(TOPICS.alerts_actions.name, value, record["alert_event_id"].encode(),
+                                  on_delivery=settle)
+        except (BufferError, KafkaException) as exc:
+            raise UnavailableError(f"alert action not queued: {exc}") from exc
+        try:
+            await asyncio.wait_for(done, self.timeout_s)
+        except TimeoutError as exc:
+            raise UnavailableError(f"Kafka did not acknowledge the alert action within {self.timeout_s:.0f}s") from exc
+        metrics.ALERT_ACTIONS.labels(record["action"]).inc()
+
+    def close(self) -> None:
+        self.producer.flush(10)
+        self._stop.set()
+        self._poller.join(5)
+
+
+def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(UnavailableError(f"alert action refused by Kafka: {error.str()}"))

@@ -1,0 +1,331 @@
+// guardstream live dashboard: fences and guards on an SVG map, alerts with actions,
+// per-priority event rates. Plain JavaScript; everything comes from the gateway that served it.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const VIEW = { width: 1000, height: 700, pad: 40 };
+const RATE_WINDOW_MS = 10000;
+const MAX_ALERTS = 200;
+const NO_RETRY = new Set([4401, 4403, 4408]); // refusals a reconnect would only repeat
+const ALERT_SCHEMAS = new Set(["guardstream.DeviceAlert", "guardstream.GeofenceEvent"]);
+
+const token = new URLSearchParams(location.search).get("token") || "";
+const state = {
+  fences: [],
+  guards: new Map(),       // device id -> {lat, lon, violation, tenant}
+  alerts: new Map(),       // alert event id -> list element
+  lastSeen: {},            // "topic:partition" -> last offset received (for resume)
+  rateStamps: { critical: [], high: [], normal: [], low: [] },
+  principal: null,
+  socket: null,
+  retryMs: 1000,
+  projection: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function setConnection(name, detail) {
+  const el = $("connection");
+  el.dataset.state = name;
+  el.className = "state state-" + name;
+  el.textContent = detail ? name + " (" + detail + ")" : name;
+}
+
+function say(text) { $("message").textContent = text; }
+
+// -- map ---------------------------------------------------------------------------------
+
+function fencePoints(fence) {
+  const g = fence.geometry;
+  if (g.type === "Polygon") return g.coordinates[0];
+  if (g.type === "MultiPolygon") return g.coordinates.flatMap((polygon) => polygon[0]);
+  if (g.type === "Point") {
+    const r = (fence.radius_m || 50) / 111320;
+    const [lon, lat] = g.coordinates;
+    const k = Math.cos(lat * Math.PI / 180) || 1;
+    return [[lon - r / k, lat - r], [lon + r / k, lat + r]];
+  }
+  return [];
+}
+
+function fitProjection() {
+  const points = state.fences.flatMap(fencePoints);
+  for (const guard of state.guards.values()) points.push([guard.lon, guard.lat]);
+  if (points.length === 0) return null;
+  let [minLon, minLat, maxLon, maxLat] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const [lon, lat] of points) {
+    minLon = Math.min(minLon, lon); maxLon = Math.max(maxLon, lon);
+    minLat = Math.min(minLat, lat); maxLat = Math.max(maxLat, lat);
+  }
+  const k = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180);
+  const spanX = Math.max((maxLon - minLon) * k, 1e-5);
+  const spanY = Math.max(maxLat - minLat, 1e-5);
+  const scale = Math.min((VIEW.width - 2 * VIEW.pad) / spanX, (VIEW.height - 2 * VIEW.pad) / spanY);
+  return { minLon, minLat, maxLon, maxLat, k, scale };
+}
+
+function project(p, lon, lat) {
+  return [VIEW.pad + (lon - p.minLon) * p.k * p.scale, VIEW.height - VIEW.pad - (lat - p.minLat) * p.scale];
+}
+
+function outside(p, lon, lat) {
+  return !p || lon < p.minLon || lon > p.maxLon || lat < p.minLat || lat > p.maxLat;
+}
+
+function svg(name, attrs) {
+  const el = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, value);
+  return el;
+}
+
+function drawFences() {
+  const layer = $("fences");
+  layer.replaceChildren();
+  const p = state.projection;
+  if (!p) return;
+  for (const fence of state.fences) {
+    const g = fence.geometry;
+    const rings = g.type === "Polygon" ? [g.coordinates[0]] : g.type === "MultiPolygon" ? g.coordinates.map((x) => x[0]) : [];
+    for (const ring of rings) {
+      const points = ring.map(([lon, lat]) => project(p, lon, lat).join(",")).join(" ");
+      const shape = svg("polygon", { points, class: "fence fence-" + fence.kind });
+      const title = svg("title");
+      title.textContent = fence.name + " (" + fence.tenant + ", " + fence.kind + ")";
+      shape.append(title);
+      layer.append(shape);
+    }
+    if (g.type === "Point") {
+      const [x, y] = project(p, g.coordinates[0], g.coordinates[1]);
+      layer.append(svg("circle", { cx: x, cy: y, r: (fence.radius_m || 50) / 111320 * p.scale,
+                                   class: "fence fence-" + fence.kind }));
+    }
+    const [lon, lat] = fencePoints(fence)[0] || [null, null];
+    if (lon !== null) {
+      const [x, y] = project(p, lon, lat);
+      const label = svg("text", { x: x + 4, y: y - 4, class: "fence-label" });
+      label.textContent = fence.name;
+      layer.append(label);
+    }
+  }
+}
+
+function drawGuard(id) {
+  const guard = state.guards.get(id);
+  const p = state.projection;
+  if (!guard || !p) return;
+  let node = guard.node;
+  if (!node) {
+    node = svg("g", { class: "guard" });
+    node.append(svg("circle", { r: 6 }));
+    const label = svg("text", { x: 9, y: 4 });
+    label.textContent = id;
+    node.append(label);
+    $("guards").append(node);
+    guard.node = node;
+  }
+  const [x, y] = project(p, guard.lon, guard.lat);
+  node.setAttribute("transform", "translate(" + x.toFixed(1) + "," + y.toFixed(1) + ")");
+  node.classList.toggle("violation", Boolean(guard.violation));
+}
+
+function redrawMap() {
+  state.projection = fitProjection();
+  drawFences();
+  for (const id of state.guards.keys()) drawGuard(id);
+}
+
+async function loadFences() {
+  try {
+    const reply = await fetch("/api/fences?token=" + encodeURIComponent(token), { cache: "no-store" });
+    if (!reply.ok) throw new Error("HTTP " + reply.status);
+    state.fences = (await reply.json()).fences;
+    $("map-note").textContent = state.fences.length + " fence(s)";
+    redrawMap();
+  } catch (error) {
+    $("map-note").textContent = "fences unavailable: " + error.message;
+  }
+}
+
+function onPosition(data) {
+  const known = state.guards.get(data.device_id) || {};
+  Object.assign(known, { lat: data.lat, lon: data.lon, violation: data.violation, tenant: data.tenant });
+  state.guards.set(data.device_id, known);
+  if (outside(state.projection, data.lon, data.lat)) redrawMap();
+  else drawGuard(data.device_id);
+}
+
+// -- alerts ------------------------------------------------------------------------------
+
+function mayAct(tenant) {
+  const who = state.principal;
+  if (!who) return false;
+  const noc = who.roles.includes("noc");
+  return (noc || who.roles.includes("operator")) && (noc || who.tenants.includes(tenant));
+}
+
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function onAlert(schema, data) {
+  if (state.alerts.has(data.event_id)) return;
+  const geofence = schema === "guardstream.GeofenceEvent";
+  const item = element("li", "alert severity-" + (geofence ? "CRITICAL" : data.severity));
+  item.dataset.alertId = data.event_id;
+  item.dataset.tenant = data.tenant;
+  const title = geofence ? "FENCE " + data.transition + " " + data.fence_id : data.kind + " · " + data.severity;
+  const status = element("span", "status status-NEW", geofence ? data.fence_kind : "NEW");
+  const head = element("div", "title", title + " ");
+  head.append(status);
+  item.append(head);
+  item.append(element("div", "meta", new Date(data.ts_ms).toLocaleTimeString() + " · " + data.tenant + " · " + data.device_id));
+  if (data.message) item.append(element("div", "text", data.message));
+  if (!geofence && mayAct(data.tenant)) {
+    for (const [action, label, css] of [["ACKNOWLEDGE", "Acknowledge", "ack"], ["RESOLVE", "Resolve", "resolve"],
+                                       ["FALSE_ALARM", "False alarm", "false-alarm"]]) {
+      const button = element("button", css, label);
+      button.type = "button";
+      button.addEventListener("click", () => act(data.event_id, action, item));
+      item.append(button);
+    }
+  }
+  const list = $("alerts");
+  list.prepend(item);
+  state.alerts.set(data.event_id, item);
+  while (list.children.length > MAX_ALERTS) {
+    const last = list.lastElementChild;
+    state.alerts.delete(last.dataset.alertId);
+    last.remove();
+  }
+  $("alert-count").textContent = String(state.alerts.size);
+}
+
+function act(alertId, action, item) {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
+    say("not connected: the action was not sent");
+    return;
+  }
+  for (const button of item.querySelectorAll("button")) button.disabled = true;
+  state.socket.send(JSON.stringify({ op: "ack", alert_event_id: alertId, action }));
+}
+
+function onAlertStatus(message) {
+  const item = state.alerts.get(message.alert_event_id);
+  if (!item) return;
+  const status = item.querySelector(".status");
+  status.textContent = message.status;
+  status.className = "status status-" + message.status;
+  item.dataset.status = message.status;
+  item.title = message.status + " by " + message.actor + (message.note ? ": " + message.note : "");
+  const done = message.status !== "ACKNOWLEDGED";
+  for (const button of item.querySelectorAll("button")) {
+    button.disabled = done || button.classList.contains("ack");
+  }
+}
+
+// -- rates -------------------------------------------------------------------------------
+
+function countEvent(topic) {
+  const priority = topic.slice(topic.indexOf(".") + 1);
+  if (state.rateStamps[priority]) state.rateStamps[priority].push(Date.now());
+}
+
+function showRates() {
+  const since = Date.now() - RATE_WINDOW_MS;
+  for (const [priority, stamps] of Object.entries(state.rateStamps)) {
+    while (stamps.length && stamps[0] < since) stamps.shift();
+    $("rate-" + priority).textContent = (stamps.length / (RATE_WINDOW_MS / 1000)).toFixed(1);
+  }
+}
+
+// -- the connection ----------------------------------------------------------------------
+
+function channelsFor(who) {
+  const channels = [];
+  if (who.roles.includes("noc")) channels.push("noc:alerts");
+  for (const tenant of who.tenants) {
+    if (!who.roles.includes("noc")) channels.push("tenant:" + tenant + ":alerts");
+    channels.push("tenant:" + tenant + ":positions", "tenant:" + tenant + ":sensors", "tenant:" + tenant + ":telemetry");
+  }
+  return channels;
+}
+
+function noteOffset(key, offset) {
+  if (!(key in state.lastSeen) || state.lastSeen[key] < offset) state.lastSeen[key] = offset;
+}
+
+function onMessage(raw) {
+  const message = JSON.parse(raw.data);
+  switch (message.type) {
+    case "hello": {
+      state.principal = { sub: message.sub, tenants: message.tenants, roles: message.roles };
+      $("who").textContent = message.sub + " · " + (message.roles.join(", ") || "no role");
+      const resume = Object.keys(state.lastSeen).length ? { ...state.lastSeen } : undefined;
+      setConnection(resume ? "replaying" : "connected");
+      state.socket.send(JSON.stringify({ op: "subscribe", channels: channelsFor(state.principal), resume }));
+      break;
+    }
+    case "subscribed":
+      for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
+      if (state.connection !== "replaying") setConnection("live");
+      break;
+    case "live":
+      setConnection("live", message.replayed ? message.replayed + " replayed" : "");
+      break;
+    case "event":
+      noteOffset(message.topic + ":" + message.partition, message.offset);
+      countEvent(message.topic);
+      if (message.schema === "guardstream.GuardPosition") onPosition(message.data);
+      else if (ALERT_SCHEMAS.has(message.schema)) onAlert(message.schema, message.data);
+      break;
+    case "alert_status":
+      noteOffset(message.topic + ":" + message.partition, message.offset);
+      onAlertStatus(message);
+      break;
+    case "acked":
+      say(message.action + " sent for " + message.alert_event_id);
+      break;
+    case "error":
+      say("error " + message.code + " " + message.reason + ": " + message.detail);
+      for (const item of state.alerts.values()) {
+        if (!item.dataset.status) for (const button of item.querySelectorAll("button")) button.disabled = false;
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  // browsers cannot set headers on a WebSocket: the token rides as a subprotocol
+  const socket = new WebSocket(scheme + location.host + "/ws", ["guardstream.v1", "bearer." + token]);
+  state.socket = socket;
+  setConnection("connecting");
+  socket.addEventListener("open", () => { state.retryMs = 1000; });
+  socket.addEventListener("message", onMessage);
+  socket.addEventListener("close", (event) => {
+    setConnection("closed", event.code + (event.reason ? " " + event.reason : ""));
+    if (NO_RETRY.has(event.code)) {
+      say("refused: " + (event.reason || event.code) + " — open the page with a valid ?token=");
+      return;
+    }
+    setTimeout(connect, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, 30000);
+  });
+}
+
+// the current state name, for the subscribed handler above
+Object.defineProperty(state, "connection", { get: () => $("connection").dataset.state });
+
+if (!token) {
+  setConnection("closed", "no token");
+  say("open this page with ?token=<JWT>; `guardstream up` prints a link with a demo token");
+} else {
+  loadFences();
+  connect();
+  setInterval(showRates, 1000);
+}

@@ -1,0 +1,185 @@
+"""auth: tokens to principals, refusal reasons, where a token is found, origins, demo token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardstream.errors import ConfigError
+from guardstream.gateway.auth import (AuthRefused, Keys, Principal, demo_token, issue, origin_allowed, parse_origins,
+                                      principal_from_claims, token_from_request, verify)
+from guardstream.gateway.keys import SECRET_FILE, hs256_secret, verification_keys
+from guardstream.gateway.protocol import CLOSE_CODES
+from guardstream.infra.settings import Settings
+
+NOW = 1_795_000_000.0
+SECRET = "s3cret-for-tests-of-the-gateway-0123456789"
+KEYS = Keys("guardstream", SECRET)
+
+
+def token(secret: str = SECRET, alg: str = "HS256", **claims: object) -> str:
+    base = {"sub": "alice", "tenants": ["acme"], "roles": ["operator"], "aud": "guardstream",
+            "exp": NOW + 3600, "nbf": NOW - 10}
+    base.update(claims)
+    return jwt.encode({k: v for k, v in base.items() if v is not None}, secret, algorithm=alg)
+
+
+@pytest.mark.parametrize(("make", "reason", "code"), [
+    (lambda: token(exp=NOW - 3600), "token_expired", 4408),
+    (lambda: token(secret="another-secret-of-thirty-two-bytes-or-more"), "bad_signature", 4401),
+    (lambda: token(aud="someone-else"), "wrong_audience", 4401),
+    (lambda: token(nbf=NOW + 3600), "not_yet_valid", 4401),
+    (lambda: token(exp=None), "missing_claim", 4401),
+    (lambda: token(sub=None), "missing_claim", 4401),
+    (lambda: token(aud=None), "missing_claim", 4401),
+    (lambda: token(tenants="acme globex", roles=[1]), "bad_claims", 4401),
+    (lambda: token(exp="tomorrow"), "bad_claims", 4401),
+    (lambda: "not-a-jwt", "malformed_token", 4401),
+    (lambda: token(secret=SECRET * 2, alg="HS512"), "bad_algorithm", 4401),
+    (lambda: jwt.encode({"sub": "x"}, None, algorithm="none"), "bad_algorithm", 4401),
+])
+def test_every_bad_token_is_refused_with_its_reason_and_close_code(make, reason: str, code: int) -> None:
+    with pytest.raises(AuthRefused) as refused:
+        verify(make(), KEYS, NOW)
+    assert refused.value.reason == reason
+    assert CLOSE_CODES[reason] == code
+
+
+def test_a_good_token_names_subject_tenants_and_roles() -> None:
+    principal = verify(token(tenants=["acme", "globex"], roles=["operator"]), KEYS, NOW)
+    assert principal == Principal("alice", frozenset({"acme", "globex"}), frozenset({"operator"}), NOW + 3600)
+    assert verify(token(tenants=None, tenant="acme"), KEYS, NOW).tenants == {"acme"}
+
+
+@pytest.mark.parametrize(("tenants", "roles", "tenant", "sees", "acts"), [
+    (["acme"], [], "acme", True, False),
+    (["acme"], ["operator"], "acme", True, True),
+    (["acme"], ["operator"], "globex", False, False),
+    ([], ["noc"], "globex", True, True),
+    ([], [], "acme", False, False),
+])
+def test_what_a_principal_sees_and_may_act_on(tenants, roles, tenant, sees, acts) -> None:
+    principal = principal_from_claims({"sub": "x", "exp": NOW + 60, "tenants": tenants, "roles": roles}, NOW)
+    assert (principal.sees(tenant), principal.may_act_on(tenant)) == (sees, acts)
+
+
+def test_rs256_tokens_verify_with_the_public_key_and_never_as_hs256() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    keys = Keys("guardstream", None, public_pem)
+    assert verify(token(secret=private, alg="RS256"), keys, NOW).subject == "alice"
+    with pytest.raises(AuthRefused) as refused:  # the public key used as an HMAC secret
+        verify(hmac_signed_with(public_pem), keys, NOW)
+    assert refused.value.reason == "bad_algorithm"
+
+
+def hmac_signed_with(key: str) -> str:
+    """An HS256 token signed by hand (PyJWT refuses to sign with a PEM key as secret)."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "mallory", "aud": "guardstream", "exp": NOW + 60, "roles": ["noc"]}).encode())
+    signature = hmac.new(key.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
+
+
+@given(st.floats(min_value=-1e6, max_value=1e6))
+def test_expiry_is_decided_by_the_given_clock(offset: float) -> None:
+    exp = NOW + offset
+    try:
+        verify(token(exp=exp, nbf=None), KEYS, NOW)
+        assert NOW < exp + 10
+    except AuthRefused as exc:
+        assert exc.reason == "token_expired" and NOW >= exp + 10
+
+
+@pytest.mark.parametrize(("headers", "query", "expected"), [
+    ([("Authorization", "Bearer abc.def.ghi")], "", "abc.def.ghi"),
+    ([("authorization", "bearer  tok ")], "token=other", "tok"),
+    ([("Sec-WebSocket-Protocol", "guardstream.v1, bearer.abc.def")], "", "abc.def"),
+    ([], "x=1&token=q.r.s", "q.r.s"),
+    ([("Authorization", "Basic zzz"), ("Sec-WebSocket-Protocol", "guardstream.v1")], "token=t", "t"),
+])
+def test_the_token_is_found_in_header_subprotocol_or_query(headers, query, expected) -> None:
+    assert token_from_request(headers, query) == expected
+
+
+@pytest.mark.parametrize(("headers", "query"), [
+    ([], ""), ([("Authorization", "Bearer ")], "token="), ([("Sec-WebSocket-Protocol", "bearer.")], ""),
+])
+def test_no_token_is_missing_token(headers, query) -> None:
+    with pytest.raises(AuthRefused) as refused:
+        token_from_request(headers, query)
+    assert refused.value.reason == "missing_token"
+
+
+ALLOWED = frozenset({"https://ops.example.com"})
+
+
+@pytest.mark.parametrize(("origin", "host", "secure", "ok"), [
+    (None, "gw:8765", False, True),  # not a browser
+    ("http://gw:8765", "gw:8765", False, True),  # the dashboard's own page
+    ("https://gw:8765", "gw:8765", True, True),
+    ("http://gw:8765", "gw:8765", True, False),  # own host, other scheme
+    ("https://ops.example.com", "gw:8765", False, True),  # allowlisted
+    ("https://ops.example.com/", "gw:8765", False, True),
+    ("https://evil.example", "gw:8765", False, False),
+    ("https://evil.example", None, False, False),
+])
+def test_origins(origin, host, secure, ok) -> None:
+    assert origin_allowed(origin, host, secure, ALLOWED) is ok
+
+
+def test_origin_allowlist_parses_and_refuses_non_origins() -> None:
+    assert parse_origins(" https://a.example , http://b:8080/,") == {"https://a.example", "http://b:8080"}
+    assert parse_origins("") == frozenset()
+    with pytest.raises(ConfigError):
+        parse_origins("https://a.example/path")
+
+
+def test_issue_round_trips_through_verify() -> None:
+    minted = issue(SECRET, "bob", ["globex"], ["noc"], "guardstream", NOW, 60)
+    assert verify(minted, KEYS, NOW + 30) == Principal("bob", frozenset({"globex"}), frozenset({"noc"}), NOW + 60)
+
+
+def test_embedded_profile_generates_one_secret_in_the_state_dir(tmp_path) -> None:
+    settings = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_STATE_DIR": str(tmp_path)})
+    first = hs256_secret(settings)
+    assert first and first == hs256_secret(settings)
+    assert os.stat(tmp_path / SECRET_FILE).st_mode & 0o777 == 0o600
+    principal = verify(demo_token(settings, NOW), verification_keys(settings), NOW + 11 * 3600)
+    assert principal.roles == {"noc", "operator"} and {"acme", "globex"} <= principal.tenants
+    assert principal.expires_at == NOW + 12 * 3600
+
+
+def test_production_needs_a_key_and_a_set_secret_wins(tmp_path) -> None:
+    production = Settings.from_env({"GUARDSTREAM_STATE_DIR": str(tmp_path)})
+    assert hs256_secret(production) is None
+    with pytest.raises(ConfigError) as missing:
+        verification_keys(production)
+    assert missing.value.setting == "GUARDSTREAM_JWT_SECRET"
+    embedded = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_STATE_DIR": str(tmp_path),
+                                  "GUARDSTREAM_JWT_SECRET": "given"})
+    assert hs256_secret(embedded) == "given" and not (tmp_path / SECRET_FILE).exists()
+
+
+def test_the_stack_report_link_carries_a_token_that_verifies(tmp_path) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from guardstream.infra.render import dashboard_url
+    settings = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_STATE_DIR": str(tmp_path)})
+    url = urlsplit(dashboard_url(settings))
+    assert (url.scheme, url.netloc, url.path) == ("http", "127.0.0.1:8765", "/")
+    verify(parse_qs(url.query)["token"][0], verification_keys(settings), time.time())

@@ -1,0 +1,117 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): alerts appear, Acknowledge works.
+
+1. A DeviceAlert produced to events.critical shows in the page's alert list; clicking
+   Acknowledge writes an AlertAction to alerts.actions and the page shows ACKNOWLEDGED.
+2. The whole way: an MQTT panic publish goes bridge -> worker -> events.critical -> gateway
+   -> page; Acknowledge in the page goes gateway -> alerts.actions -> sink, and the alert's
+   row in PostgreSQL reads ACKNOWLEDGED.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from gateway_support import CODEC, alert, position, produce, token
+from support.processes import collect, publisher
+
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.migrate import migrate
+from guardstream.infra.stack import wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                 "(apt-get install chromium chromium-driver; see .ci/apt-packages)")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def open_dashboard(page, gateway, tenant: str) -> None:
+    page.goto(f"{gateway.http_url}/?token={token(sub='op-web', tenants=[tenant], roles=['operator'])}")
+    page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+
+
+def test_an_alert_appears_and_acknowledge_reaches_kafka_and_the_page(page, gateway, applied, unique) -> None:
+    from playwright.sync_api import expect
+
+    tenant = f"web{unique}"
+    open_dashboard(page, gateway, tenant)
+    raised = alert(tenant, "g-9")
+    produce(applied, TOPICS.events_critical.name, "guardstream.DeviceAlert", [raised])
+    produce(applied, TOPICS.events_high.name, "guardstream.GuardPosition", [position(tenant, "g-9", 1)])
+    item = page.locator(f"#alerts li[data-alert-id='{raised['event_id']}']")
+    expect(item).to_be_visible(timeout=WAIT_MS)
+    expect(item.locator(".status")).to_have_text("NEW")
+    expect(page.locator("#guards g.guard")).to_have_count(1, timeout=WAIT_MS)
+
+    item.locator("button.ack").click()
+
+    records = collect(applied, TOPICS.alerts_actions.name, lambda r: r.key() == raised["event_id"].encode(), 1, 30)
+    assert records, "no AlertAction on alerts.actions"
+    schema, action = CODEC.decode(records[0].value())
+    assert (schema, action["action"], action["tenant"], action["actor"]) == (
+        "guardstream.AlertAction", "ACKNOWLEDGE", tenant, "op-web")
+    expect(item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+
+
+def alert_status(database_url: str, alert_id: str) -> str | None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status FROM device_alerts WHERE event_id = %s", (alert_id,)).fetchone()
+    return row[0] if row else None
+
+
+def test_mqtt_panic_to_dashboard_acknowledge_to_postgresql(page, gateway, applied, run_component, database_url,
+                                                           unique) -> None:
+    from playwright.sync_api import expect
+
+    tenant, device = f"e2e{unique}", f"guard-{unique}"
+    migrate(database_url)
+    settings = applied.replace(database_url=database_url)
+    run_component(["bridge"], settings, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
+                  GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}")
+    run_component(["worker"], settings)
+    run_component(["sink"], settings, GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
+    open_dashboard(page, gateway, tenant)
+
+    mqtt = publisher(applied, f"pub-{unique}")
+    payload = {"ts": time.time_ns() // 1_000_000, "latitude": 52.5201, "longitude": 13.4049,
+               "message": "panic button", "tenant": tenant}
+    mqtt.publish(f"alert/panic/{device}", json.dumps(payload).encode(), qos=1).wait_for_publish(10)
+
+    item = page.locator(f"#alerts li[data-tenant='{tenant}']")
+    expect(item).to_be_visible(timeout=60_000)
+    alert_id = item.get_attribute("data-alert-id")
+    wait_until(lambda: alert_status(database_url, alert_id) == "NEW", 60, "the alert's row")
+
+    item.locator("button.ack").click()
+
+    expect(item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+    wait_until(lambda: alert_status(database_url, alert_id) == "ACKNOWLEDGED", 60, "the row acknowledged")
+    mqtt.loop_stop()
+    mqtt.disconnect()

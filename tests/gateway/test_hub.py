@@ -1,0 +1,110 @@
+"""hub: fan-out to subscribed clients' queues; never another tenant's event, each event once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardstream.gateway.auth import Principal
+from guardstream.gateway.channels import authorise, parse_channel
+from guardstream.gateway.feed import FeedEvent
+from guardstream.gateway.hub import Client, Hub
+
+TENANTS = ["acme", "globex"]
+DEVICES = ["g-1", "g-2", "s-1"]
+SCHEMAS = ["guardstream.DeviceAlert", "guardstream.GuardPosition", "guardstream.SensorReading",
+           "guardstream.Telemetry"]
+
+
+class Nowhere:
+    async def send(self, message: str) -> None:
+        raise AssertionError("the test reads queues, nothing is sent")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+def event(offset: int, schema: str, tenant: str, device: str) -> FeedEvent:
+    return FeedEvent("events.high", 0, offset, 1, schema, {"event_id": f"e{offset}", "tenant": tenant,
+                                                           "device_id": device})
+
+
+def received(client: Client) -> list[dict]:
+    return [json.loads(item.payload) for item in client.queue.drain()]
+
+
+principals = st.builds(lambda tenants, roles: Principal("u", frozenset(tenants), frozenset(roles), 0.0),
+                       st.frozensets(st.sampled_from(TENANTS)), st.frozensets(st.sampled_from(["noc", "operator"])))
+channel_names = st.sampled_from([f"tenant:{t}:{k}" for t in TENANTS for k in ("alerts", "positions", "sensors",
+                                                                               "telemetry")]
+                                + [f"device:{d}" for d in DEVICES] + ["noc:alerts"])
+events = st.lists(st.tuples(st.sampled_from(SCHEMAS), st.sampled_from(TENANTS), st.sampled_from(DEVICES)),
+                  max_size=40)
+
+
+@given(st.lists(st.tuples(principals, st.lists(channel_names, max_size=6)), min_size=1, max_size=5), events)
+def test_a_client_gets_only_its_tenants_events_once_each(clients_spec, script) -> None:
+    hub = Hub({})
+    clients = []
+    for principal, names in clients_spec:
+        client = Client(Nowhere(), principal, 10_000)
+        hub.add(client)
+        allowed = [n for n in names if authorise(principal, parse_channel(n), None) is None]
+        hub.subscribe(client, allowed)
+        clients.append(client)
+    hub.dispatch([event(n, *spec) for n, spec in enumerate(script)])
+    for client in clients:
+        got = received(client)
+        offsets = [m["offset"] for m in got]
+        assert len(offsets) == len(set(offsets))  # once, even when several channels match
+        for message in got:
+            assert client.principal.sees(message["data"]["tenant"])
+            assert message["channel"] in client.subscriptions
+
+
+def test_the_first_matching_channel_names_the_event_and_positions_conflate() -> None:
+    hub = Hub({})
+    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100)
+    hub.add(client)
+    hub.subscribe(client, ["device:g-1", "tenant:acme:positions"])
+    hub.dispatch([event(1, "guardstream.GuardPosition", "acme", "g-1"),
+                  event(2, "guardstream.GuardPosition", "acme", "g-1"),
+                  event(3, "guardstream.GuardPosition", "acme", "g-2")])
+    assert [(m["channel"], m["offset"]) for m in received(client)] == [
+        ("tenant:acme:positions", 2), ("tenant:acme:positions", 3)]
+    assert hub.positions == {("events.high", 0): 4}
+    assert hub.device_tenants == {"g-1": "acme", "g-2": "acme"}
+
+
+def test_a_removed_client_leaves_no_subscription_behind() -> None:
+    hub = Hub({})
+    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100)
+    hub.add(client)
+    hub.subscribe(client, ["tenant:acme:alerts", "device:g-1"])
+    hub.remove(client)
+    assert hub.by_channel == {} and hub.clients == set()
+
+
+def test_a_queue_full_of_alerts_closes_the_client_with_1013_and_delivers_nothing_more() -> None:
+    class Recorder(Nowhere):
+        closed: tuple[int, str] | None = None
+
+        async def close(self, code: int = 1000, reason: str = "") -> None:
+            self.closed = (code, reason)
+
+    async def scenario() -> tuple[Recorder, Client]:
+        sender = Recorder()
+        hub = Hub({})
+        client = Client(sender, Principal("u", frozenset({"acme"}), frozenset(), 0.0), 2)
+        hub.add(client)
+        hub.subscribe(client, ["tenant:acme:alerts"])
+        hub.dispatch([event(n, "guardstream.DeviceAlert", "acme", "g-1") for n in range(4)])
+        await asyncio.sleep(0)  # one turn of the loop: the close task it scheduled runs
+        return sender, client
+
+    sender, client = asyncio.run(scenario())
+    assert sender.closed == (1013, "slow_consumer") and client.closing == "slow_consumer"
+    assert len(client.queue) == 0
