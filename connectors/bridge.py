@@ -18,7 +18,7 @@ Throughput (``bench/bridge_throughput.py``): the MQTT network thread serves
 Kafka's delivery reports itself while messages flow, so one thread holds the
 GIL instead of two trading it per message (measured: a quarter less CPU per
 message); the ``kafka-poll`` thread serves them only when MQTT is idle.
-Records linger up to ``LINGER_MS`` to share a produce request, which the
+Records linger up to ``GUARDSTREAM_BRIDGE_LINGER_MS`` to share a produce request, which the
 embedded broker pays for per request.
 
 The decisions (mapping, refusal, ack order) are pure code in ``mapping.py``,
@@ -53,12 +53,13 @@ from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead
 
 log = logging.getLogger("guardstream.bridge")
 
-# How long a record may wait for others to share its produce request. At 5 ms (the
-# default elsewhere) a request carried a few records spread over 30 raw partitions;
-# 50 ms cut the embedded broker's CPU per record by about four fifths and the
-# bridge's by a fifth (bench/bridge_throughput.py), for up to 45 ms more before the
-# MQTT acknowledgement and before the record reaches the stream workers.
-LINGER_MS = 50
+# How long a record may wait for others to share its produce request: the
+# GUARDSTREAM_BRIDGE_LINGER_MS setting. At 5 ms a request carried a few records spread
+# over 30 raw partitions; 50 ms cut the embedded broker's CPU per record by about four
+# fifths and the bridge's by a fifth (bench/bridge_throughput.py), for up to 45 ms more
+# before the MQTT acknowledgement and before the record reaches the stream workers.
+# The alerts lane never lingers: a panic alert goes out at once.
+ALERTS_LINGER_MS = 0
 # The kafka-poll thread serves delivery reports when the MQTT thread has not for this long.
 IDLE_POLL_S = 0.02
 
@@ -73,29 +74,41 @@ def subscriptions(rules: tuple[Rule, ...], settings: Settings) -> list[tuple[str
     return [(f"$share/{group}/{r.mqtt_filter}" if group else r.mqtt_filter, r.subscribe_qos) for r in rules]
 
 
+def lanes(rules: tuple[Rule, ...]) -> list[tuple[str, tuple[Rule, ...]]]:
+    """(lane name, its rules): alerts get an MQTT session of their own, so the broker
+    queues them apart from a flood of telemetry; the main lane keeps the bridge's
+    original client id (and so its persistent session)."""
+    alerts = tuple(r for r in rules if r.kafka_topic == TOPICS.raw_alert.name)
+    rest = tuple(r for r in rules if r not in alerts)
+    return [(name, chosen) for name, chosen in (("main", rest), ("alerts", alerts)) if chosen]
+
+
 class Bridge:
     def __init__(self, settings: Settings, codec: Codec, metrics: BridgeMetrics,
-                 rules: tuple[Rule, ...] | None = None) -> None:
+                 rules: tuple[Rule, ...] | None = None, lane: str = "main",
+                 stopping: threading.Event | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.metrics = metrics
         self.rules = rules if rules is not None else load_rules(settings.bridge_rules)
+        self.lane = lane
         self.acks = OrderedAcks(settings.bridge_max_inflight)
         self._window = threading.Condition()
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
         self.fatal: BaseException | None = None
         self.mqtt_connected = threading.Event()
         self._ever_connected = False
         self.kafka_ok = threading.Event()
+        client_id = f"guardstream-{settings.bridge_id}" + ("" if lane == "main" else f"-{lane}")
+        linger_ms = settings.bridge_linger_ms if lane == "main" else ALERTS_LINGER_MS
         self.producer = Producer(producer_config(
-            settings, f"guardstream-{settings.bridge_id}",
+            settings, client_id,
             # no deadline: while Kafka is away, records wait and MQTT acks wait with them
-            **{"message.timeout.ms": 0, "linger.ms": LINGER_MS, "error_cb": self._on_kafka_error}))
+            **{"message.timeout.ms": 0, "linger.ms": linger_ms, "error_cb": self._on_kafka_error}))
         self._last_polled = 0.0  # when the MQTT thread last served delivery reports (monotonic)
         # labelled metric children, looked up once each: labels() costs more than inc()
         self._children: dict[tuple[object, ...], Any] = {}
-        metrics.inflight.set_function(lambda: len(self.acks))  # read at scrape time, not set per message
-        self.client = new_client(settings, f"guardstream-{settings.bridge_id}", manual_ack=True, persistent=True)
+        self.client = new_client(settings, client_id, manual_ack=True, persistent=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -271,18 +284,32 @@ class Bridge:
 def run(settings: Settings) -> int:
     """Run the bridge until SIGTERM/SIGINT; exit 1 after a fatal Kafka error."""
     from guardstream.infra.observability import serve
-    from guardstream.schemas.registry import registry_from_settings
     from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.schemas.registry import registry_from_settings
 
     metrics = BridgeMetrics.create()
-    bridge = Bridge(settings, Codec(registry_from_settings(settings)), metrics)
-    endpoints = serve(metrics.registry, bridge.ready, settings.metrics_host, settings.metrics_port) \
+    codec = Codec(registry_from_settings(settings))
+    stopping = threading.Event()
+    bridges = [Bridge(settings, codec, metrics, rules, lane, stopping)
+               for lane, rules in lanes(load_rules(settings.bridge_rules))]
+    metrics.inflight.set_function(lambda: sum(len(b.acks) for b in bridges))  # read at scrape time
+
+    def ready() -> tuple[bool, str]:
+        for bridge in bridges:
+            ok, why = bridge.ready()
+            if not ok:
+                return False, f"{bridge.lane} lane: {why}"
+        return True, ""
+
+    endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
         if settings.metrics_port else None
-    install_stop_handlers(bridge.stopping.set)
-    bridge.start()
+    install_stop_handlers(stopping.set)
+    for bridge in bridges:
+        bridge.start()
     log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, settings.mqtt_url, settings.kafka_bootstrap_servers)
-    bridge.stopping.wait()
-    bridge.stop()
+    stopping.wait()
+    for bridge in bridges:
+        bridge.stop()
     if endpoints:
         endpoints.close()
-    return 1 if bridge.fatal else 0
+    return 1 if any(b.fatal for b in bridges) else 0

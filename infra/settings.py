@@ -202,6 +202,9 @@ class Settings:
                                     "messages received from MQTT but not yet acknowledged by Kafka, at most")
     bridge_max_payload_bytes: int = _var("GUARDSTREAM_BRIDGE_MAX_PAYLOAD_BYTES", _int_range(1, 8 * 2**20),
                                          256 * 1024, "larger payloads become dead letters instead of raw records")
+    bridge_linger_ms: int = _var("GUARDSTREAM_BRIDGE_LINGER_MS", _int_range(0, 1000), 10,
+                                 "how long the bridge lets a record wait for others to share a produce "
+                                 "request (throughput against latency; alerts never wait)")
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
 

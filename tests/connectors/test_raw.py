@@ -37,3 +37,12 @@ def test_bad_topics_are_refused_with_a_bounded_label():
     assert decide(_msg(topic=None), DEFAULT_RULES, "b1", 1024).reason == "bad_topic"
     out = decide(_msg(topic="attacker-chosen-prefix/x"), DEFAULT_RULES, "b1", 1024)
     assert isinstance(out, Refuse) and out.prefix == "other" and out.reason == "unmapped_topic"
+
+
+def test_alerts_get_a_lane_of_their_own():
+    from guardstream.connectors.bridge import lanes
+    by_lane = {name: {r.kafka_topic for r in rules} for name, rules in lanes(DEFAULT_RULES)}
+    assert by_lane["alerts"] == {TOPICS.raw_alert.name}
+    assert TOPICS.raw_alert.name not in by_lane["main"] and len(by_lane["main"]) == 4
+    assert [name for name, _ in lanes(tuple(r for r in DEFAULT_RULES
+                                            if r.kafka_topic != TOPICS.raw_alert.name))] == ["main"]
