@@ -149,7 +149,7 @@ def _alerts_every(client: mqtt.Client, sent: dict[str, float], done: threading.E
 
 
 async def receive(url: str, channel: str, sent: dict[str, float], latencies: list[float],
-                  until: threading.Event, settle_s: float) -> None:
+                  until: threading.Event, settle_s: float, arrived: dict[str, float] | None = None) -> None:
     async with websockets.connect(url, max_size=2**22) as ws:
         await ws.send(json.dumps({"op": "subscribe", "channels": [channel]}))
         deadline = None
@@ -167,7 +167,10 @@ async def receive(url: str, channel: str, sent: dict[str, float], latencies: lis
                 continue
             event_id = (message.get("data") or {}).get("event_id")
             if event_id in sent:
-                latencies.append(time.time() - sent.pop(event_id))
+                now = time.time()
+                if arrived is not None:
+                    arrived[event_id] = now
+                latencies.append(now - sent.pop(event_id))
 
 
 async def run(settings: Settings, rate: int, seconds: float, backlog: int) -> None:
@@ -177,14 +180,19 @@ async def run(settings: Settings, rate: int, seconds: float, backlog: int) -> No
 
     sent: dict[str, float] = {}
     positions: list[float] = []
+    arrived: dict[str, float] = {}
     finished = threading.Event()
-    receiver = asyncio.create_task(receive(url, f"tenant:{TENANT}:positions", sent, positions, finished, 5))
+    receiver = asyncio.create_task(receive(url, f"tenant:{TENANT}:positions", sent, positions, finished, 5,
+                                           arrived))
     await asyncio.sleep(1)  # let the subscription settle before the first publish
+    published = dict(sent)
     await asyncio.to_thread(publish_positions, client, sent, rate, seconds)
+    published.update({k: v for k, v in sent.items() if k not in published})
     finished.set()
     await receiver
     print(f"positions at {rate:,} msg/s for {seconds:g} s: {percentiles(positions)}; "
           f"{len(sent):,} not received")
+    await asyncio.to_thread(print_stages, settings, published, arrived)
 
     alert_sent: dict[str, float] = {}
     alerts: list[float] = []
@@ -198,6 +206,46 @@ async def run(settings: Settings, rate: int, seconds: float, backlog: int) -> No
     print(f"panic alerts during a flood of {backlog:,} telemetry messages ({backlog / flood_s:,.0f} msg/s "
           f"published): {percentiles(alerts)}; {len(alert_sent):,} not received")
     client.loop_stop()
+
+
+def _read_all(settings: Settings, topic: str) -> list:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "bench-stages",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    pending, out = set(parts), []
+    while pending:
+        for m in consumer.consume(5000, 1.0):
+            if m.error() is None:
+                out.append(m)
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(m.partition())
+    consumer.close()
+    return out
+
+
+def print_stages(settings: Settings, published: dict[str, float], arrived: dict[str, float]) -> None:
+    """Where the time goes: publish -> bridge receipt -> raw record -> event record -> client."""
+    from guardstream.infra.catalog import TOPICS
+    from guardstream.schemas.codec import Codec
+    from guardstream.schemas.registry import FileRegistry
+    raw = {dict(m.headers())["msg.id"].decode(): m for m in _read_all(settings, TOPICS.raw_guard.name)}
+    codec = Codec(FileRegistry.load())
+    events = {codec.decode(m.value())[1]["event_id"]: m for m in _read_all(settings, TOPICS.events_high.name)}
+    stages: dict[str, list[float]] = {"MQTT publish -> bridge receipt": [], "bridge receipt -> raw record": [],
+                                      "raw record -> event record (worker)": [],
+                                      "event record -> WebSocket client (gateway)": []}
+    for event_id, at in arrived.items():
+        if event_id not in raw or event_id not in events or event_id not in published:
+            continue
+        received = int(dict(raw[event_id].headers())["received_ms"]) / 1000
+        raw_ts, event_ts = raw[event_id].timestamp()[1] / 1000, events[event_id].timestamp()[1] / 1000
+        for name, value in zip(stages, (received - published[event_id], raw_ts - received, event_ts - raw_ts,
+                                        at - event_ts)):
+            stages[name].append(max(0.0, value))
+    for name, values in stages.items():
+        print(f"  {name:<45} {percentiles(values)}")
 
 
 def main() -> None:

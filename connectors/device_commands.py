@@ -23,7 +23,7 @@ from guardstream.connectors.metrics import CommandMetrics
 from guardstream.connectors.mqtt import connect, new_client
 from guardstream.errors import InputError, SchemaError
 from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import consumer_config, producer_config
+from guardstream.infra.kafka import consumer_config, producer_config, take_batch
 from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
@@ -87,7 +87,7 @@ class CommandRelay:
         self.consumer.subscribe([TOPICS.commands_device.name])
         try:
             while not self.stopping.is_set():
-                records = self.consumer.consume(500, 0.2)
+                records = take_batch(self.consumer, 500, 0.2)
                 if records:
                     self._handle(records)
         finally:

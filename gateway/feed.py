@@ -26,7 +26,7 @@ from guardstream.gateway import metrics
 from guardstream.gateway.channels import ALERT_ACTION
 from guardstream.gateway.resume import ReplayPlan, plan_replay
 from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import common_config, probe_end_offsets, producer_config
+from guardstream.infra.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
 from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
 
@@ -71,7 +71,7 @@ def _consumer(settings: Settings, client_id: str, **overrides: Any) -> Consumer:
     # assign() only: the group id is never joined and nothing is committed under it
     return Consumer(common_config(settings, client_id) | {
         "group.id": "guardstream-gateway", "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "fetch.wait.max.ms": 100, **overrides})
+        "fetch.wait.max.ms": fetch_wait_ms(settings), **overrides})
 
 
 def feed_partitions(consumer: Consumer) -> list[TP]:
@@ -131,7 +131,7 @@ class PushFeed:
         try:
             while not self.stop.is_set():
                 batch = []
-                for message in self.consumer.consume(BATCH, 0.1):
+                for message in take_batch(self.consumer, BATCH, 0.1):
                     if message.error() is not None:
                         self._on_error(message.error())
                         continue

@@ -68,6 +68,14 @@ def session_timeouts(settings: Settings) -> tuple[int, int]:
     return (6000, 1000) if settings.embedded else (45000, 3000)
 
 
+def fetch_wait_ms(settings: Settings) -> int:
+    """How long a fetch may wait for records. Apache Kafka answers as soon as records
+    arrive, so its default (500 ms) costs nothing there; the embedded broker holds an
+    idle fetch for the full time even when a record arrives meanwhile (measured: p50
+    delivery 116 ms at 500, 8 ms at 20), so on the local stack consumers ask often."""
+    return 10 if settings.embedded else 500
+
+
 def consumer_config(settings: Settings, client_id: str, group_id: str, **overrides: Any) -> dict[str, Any]:
     """Manual commits: every stage commits only what it has finished with."""
     session_ms, heartbeat_ms = session_timeouts(settings)
@@ -78,9 +86,23 @@ def consumer_config(settings: Settings, client_id: str, group_id: str, **overrid
         "auto.offset.reset": "earliest",
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": heartbeat_ms,
+        "fetch.wait.max.ms": fetch_wait_ms(settings),
     })
     config.update(overrides)
     return config
+
+
+def take_batch(consumer: Consumer, max_records: int, wait_s: float) -> list[Any]:
+    """Up to ``max_records`` messages: wait at most ``wait_s`` for the first, then take
+    whatever else is already fetched without waiting.
+
+    ``Consumer.consume(n, timeout)`` returns only when n messages are there or the
+    timeout is over, so at low load every record would wait the full timeout.
+    """
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
 def admin_config(settings: Settings, client_id: str = "guardstream-admin") -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import consumer_config, producer_config
+from guardstream.infra.kafka import consumer_config, producer_config, take_batch
 from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
@@ -99,7 +99,7 @@ class Worker:
         client_id = f"guardstream-worker-{lane.name}"
         self.producer = Producer(producer_config(settings, client_id, **{"linger.ms": 2}))
         self.consumer = Consumer(consumer_config(settings, client_id, lane.group, **{
-            "fetch.wait.max.ms": 20, "queued.max.messages.kbytes": 65536}))
+            "queued.max.messages.kbytes": 65536}))
         self.store = StateStore(settings, self.producer)
         self.fences = fences
         self.state = State(fences=fences.index, devices=self.store.values["geofence"],
@@ -147,11 +147,7 @@ class Worker:
             self.consumer.close()
 
     def _next_batch(self) -> list[RawRecord]:
-        """Wait for one record, then take whatever else is already fetched, up to the batch size."""
-        first = self.consumer.poll(self.lane.wait_s)
-        if first is None:
-            return []
-        messages = [first, *self.consumer.consume(self.lane.batch_max - 1, 0)]
+        messages = take_batch(self.consumer, self.lane.batch_max, self.lane.wait_s)
         return [raw_record(m) for m in messages if self._usable(m)]
 
     def _usable(self, message: Any) -> bool:
