@@ -102,9 +102,9 @@ class Stack:
                 process.kill()
 
 
-def publisher(settings: Settings) -> mqtt.Client:
+def publisher(settings: Settings, name: str = "pub") -> mqtt.Client:
     host, port = settings.mqtt_url.rsplit("/", 1)[-1].split(":")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{os.getpid()}", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(2000)
     client.max_queued_messages_set(0)
     client.connect(host, int(port))
@@ -127,8 +127,10 @@ def publish_positions(client: mqtt.Client, sent: dict[str, float], rate: int, se
         client.publish(topic, payload, qos=1)
 
 
-def publish_flood(client: mqtt.Client, sent: dict[str, float], backlog: int, done: threading.Event) -> None:
-    alerts = threading.Thread(target=_alerts_every, args=(client, sent, done), daemon=True)
+def publish_flood(client: mqtt.Client, alerter: mqtt.Client, sent: dict[str, float], backlog: int,
+                  done: threading.Event) -> None:
+    # the alerting devices have connections of their own, as in the field
+    alerts = threading.Thread(target=_alerts_every, args=(alerter, sent, done), daemon=True)
     alerts.start()
     for i in range(backlog):
         payload = json.dumps({"ts": time.time(), "battery_pct": 80, "tenant": TENANT, "seq": i}).encode()
@@ -200,12 +202,14 @@ async def run(settings: Settings, rate: int, seconds: float, backlog: int) -> No
     receiver = asyncio.create_task(receive(url, f"tenant:{TENANT}:alerts", alert_sent, alerts, flooded, 30))
     await asyncio.sleep(1)
     started = time.monotonic()
-    await asyncio.to_thread(publish_flood, client, alert_sent, backlog, flooded)
+    alerter = publisher(settings, "alerter")
+    await asyncio.to_thread(publish_flood, client, alerter, alert_sent, backlog, flooded)
     flood_s = time.monotonic() - started
     await receiver
     print(f"panic alerts during a flood of {backlog:,} telemetry messages ({backlog / flood_s:,.0f} msg/s "
           f"published): {percentiles(alerts)}; {len(alert_sent):,} not received")
     client.loop_stop()
+    alerter.loop_stop()
 
 
 def _read_all(settings: Settings, topic: str) -> list:

@@ -33,6 +33,10 @@ from guardstream.schemas.codec import Codec
 log = logging.getLogger("guardstream.gateway.feed")
 TP = tuple[str, int]
 FEED_TOPICS = tuple(t.name for t in TOPICS.events()) + (TOPICS.alerts_actions.name,)
+# Read by a consumer of their own, so a flood on the other priority topics never
+# queues in front of an alert or an alert's change of status.
+URGENT_TOPICS = (TOPICS.events_critical.name, TOPICS.alerts_actions.name)
+FEED_LANES = (("urgent", URGENT_TOPICS), ("bulk", tuple(t for t in FEED_TOPICS if t not in URGENT_TOPICS)))
 IN_FLIGHT = 8
 BATCH = 200
 REPLAY_STALL_S = 15.0
@@ -74,13 +78,13 @@ def _consumer(settings: Settings, client_id: str, **overrides: Any) -> Consumer:
         "fetch.wait.max.ms": fetch_wait_ms(settings), **overrides})
 
 
-def feed_partitions(consumer: Consumer) -> list[TP]:
+def feed_partitions(consumer: Consumer, topics: tuple[str, ...] = FEED_TOPICS) -> list[TP]:
     try:
         metadata = consumer.list_topics(timeout=10)
     except KafkaException as exc:
         raise UnavailableError(f"Kafka unreachable: {exc}") from exc
     out = []
-    for topic in FEED_TOPICS:
+    for topic in topics:
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             raise UnavailableError(f"topic {topic} is missing: run `guardstream topics apply`")
@@ -92,9 +96,11 @@ class PushFeed:
     """The live consumer; :meth:`open` returns the positions it starts at, :meth:`run` is the thread."""
 
     def __init__(self, settings: Settings, codec: Codec, on_batch: Callable[[list[FeedEvent]], None],
-                 loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+                 loop: asyncio.AbstractEventLoop, stop: threading.Event, topics: tuple[str, ...] = FEED_TOPICS,
+                 name: str = "feed") -> None:
         self.settings, self.codec, self.on_batch, self.loop, self.stop = settings, codec, on_batch, loop, stop
-        self.consumer = _consumer(settings, "guardstream-gateway-feed")
+        self.topics, self.name = topics, name
+        self.consumer = _consumer(settings, f"guardstream-gateway-{name}")
         self._slots = threading.Semaphore(IN_FLIGHT)
         self._thread: threading.Thread | None = None
         self.assigned = False
@@ -111,7 +117,7 @@ class PushFeed:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
                 log.exception("push consumer stopped")
                 on_failure(exc)
-        self._thread = threading.Thread(target=guarded, name="gateway-feed", daemon=True)
+        self._thread = threading.Thread(target=guarded, name=f"gateway-{self.name}", daemon=True)
         self._thread.start()
 
     def join(self, timeout_s: float) -> None:
@@ -120,7 +126,7 @@ class PushFeed:
             self._thread.join(timeout_s)
 
     def open(self) -> dict[TP, int]:
-        partitions = feed_partitions(self.consumer)
+        partitions = feed_partitions(self.consumer, self.topics)
         # tansu's high watermark can sit below the real end: probe the exact end of each partition
         ends = {tp: end for tp, (_, end) in probe_end_offsets(self.settings, partitions).items()}
         self.consumer.assign([TopicPartition(t, p, ends[(t, p)]) for t, p in partitions])

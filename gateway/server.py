@@ -30,7 +30,7 @@ from guardstream.gateway import metrics
 from guardstream.gateway.auth import (SUBPROTOCOL, AuthRefused, Keys, Principal, LEEWAY_S, origin_allowed,
                                       parse_origins, token_from_request, verify)
 from guardstream.gateway.channels import authorise, parse_channel, route
-from guardstream.gateway.feed import FEED_TOPICS, ActionWriter, PushFeed, ReplayReader
+from guardstream.gateway.feed import FEED_LANES, FEED_TOPICS, ActionWriter, PushFeed, ReplayReader
 from guardstream.gateway.hub import Client, Hub, message_item
 from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolError, Subscribe, Unsubscribe,
                                           acked_message, alert_action, error_message, hello_message, live_message,
@@ -248,11 +248,14 @@ async def _main(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     stop, failures = asyncio.Event(), []
     hub = Hub({})
-    feed = PushFeed(settings, codec, hub.dispatch, loop, threading.Event())
-    hub.positions = await asyncio.to_thread(feed.open)
+    feeds = [PushFeed(settings, codec, hub.dispatch, loop, threading.Event(), topics, name)
+             for name, topics in FEED_LANES]
+    for feed in feeds:
+        hub.positions.update(await asyncio.to_thread(feed.open))
 
     def ready() -> tuple[bool, str]:
-        return (True, "") if feed.running else (False, "push consumer not running")
+        down = [feed.name for feed in feeds if not feed.running]
+        return (False, f"push consumer not running: {', '.join(down)}") if down else (True, "")
 
     def failed(exc: BaseException) -> None:  # the process exits 1 and its supervisor restarts it
         failures.append(exc)
@@ -267,11 +270,13 @@ async def _main(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     endpoints = (serve_metrics(metrics.REGISTRY, ready, settings.metrics_host, settings.metrics_port)
                  if settings.metrics_port else None)
-    feed.start(failed)
+    for feed in feeds:
+        feed.start(failed)
     try:
         await _serve_until(stop, gateway, tls)
     finally:
-        feed.join(10)
+        for feed in feeds:
+            feed.join(10)
         writer.close()
         if endpoints is not None:
             endpoints.close()
