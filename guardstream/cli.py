@@ -22,6 +22,7 @@ from guardstream.errors import ConfigError, GuardstreamError
 COMMAND_MODULES = (
     "guardstream.infra.commands",
     "guardstream.infra.lag.commands",
+    "guardstream.infra.ops.commands",
     "guardstream.connectors.cli",
     "guardstream.streams.cli",
     "guardstream.sinks.commands",

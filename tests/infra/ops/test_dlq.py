@@ -1,0 +1,126 @@
+"""``guardstream dlq inspect`` and ``dlq replay`` end to end: DeadLetter records written with the codec,
+re-injected into a Kafka topic and over MQTT."""
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Producer
+from ops_support import T0_MS, read_all, run_cli
+from paho.mqtt.enums import CallbackAPIVersion
+
+from guardstream.connectors.mqtt import endpoint
+from guardstream.infra.catalog import TOPICS
+from guardstream.infra.kafka import producer_config
+from guardstream.schemas.codec import Codec
+from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.registry import FileRegistry
+
+CODEC = Codec(FileRegistry.load())
+
+
+def _send_letters(settings, letters):
+    """letters: [(dlq topic, stage, reason, Source, payload, ts_ms, extra headers)]; returns their offsets."""
+    producer = Producer(producer_config(settings, "ops-test"))
+    offsets = []
+    for topic, stage, reason, source, payload, ts, extra in letters:
+        record, headers = dead_letter(stage, reason, f"{reason} detail", source, payload, ts)
+        producer.produce(topic, CODEC.encode("guardstream.DeadLetter", record), source.key,
+                         headers=headers + extra, on_delivery=lambda err, msg: offsets.append(msg.offset()))
+        producer.flush(20)
+    return offsets
+
+
+def _tsv(text):
+    return [line.split("\t") for line in text.splitlines() if line]
+
+
+def test_inspect_counts_per_stage_and_reason_and_shows_the_latest(applied, ops_settings, unique):
+    now = int(time.time() * 1000)
+    validate, sink = f"not_json_{unique}", f"bad_row_{unique}"
+    _send_letters(ops_settings, [
+        (TOPICS.dlq_validate.name, "validate", validate, Source("raw.x", 0, n, b"dev-1"), b"{bad %d" % n, now + n, [])
+        for n in range(3)] + [
+        (TOPICS.dlq_sink.name, "sink", sink, Source("events.x", 1, n, b"dev-2"), b"\x00\x01", T0_MS + n, [])
+        for n in range(2)])
+    result = run_cli(ops_settings, "dlq", "inspect", "--reason", validate)
+    assert result.returncode == 0, result.stderr
+    rows = _tsv(result.stdout)
+    assert rows[0] == ["stage", "reason", "count", "first", "last"]
+    assert rows[1][:3] == ["validate", validate, "3"]
+    assert rows[2] == ["dlq", "time", "stage", "reason", "source", "key", "detail", "payload"]
+    assert [r[4] for r in rows[3:]] == ["raw.x[0]@0", "raw.x[0]@1", "raw.x[0]@2"]
+    assert rows[3][5:] == ["dev-1", f"{validate} detail", "{bad 0"]
+
+    latest = _tsv(run_cli(ops_settings, "dlq", "inspect", "--stage", "sink", "--reason", sink, "--max", "1").stdout)
+    assert latest[1][:3] == ["sink", sink, "2"] and len(latest) == 4
+    assert latest[3][4] == "events.x[1]@1" and latest[3][7] == "base64:AAE="
+    recent = _tsv(run_cli(ops_settings, "dlq", "inspect", "--reason", sink, "--since", "-1h").stdout)
+    assert recent == [["stage", "reason", "count", "first", "last"],
+                      ["dlq", "time", "stage", "reason", "source", "key", "detail", "payload"]]
+
+
+def test_replay_reinjects_into_the_source_topic_once(applied, ops_settings, make_topic, produce, unique):
+    source = make_topic(raw=True, name="raw-like")
+    produce(source, [(0, b"dev-1", b"{bad 0", [("msg.id", b"m0"), ("mqtt.topic", b"device/dev-1/telemetry")],
+                      T0_MS), (0, b"dev-1", b"{bad 1", [("msg.id", b"m1")], T0_MS + 1)])
+    reason = f"not_json_{unique}"
+    letters = _send_letters(ops_settings, [
+        (TOPICS.dlq_validate.name, "validate", reason, Source(source, 0, 0, b"dev-1"), b"{bad 0", T0_MS, []),
+        (TOPICS.dlq_validate.name, "validate", reason, Source(source, 0, 1, b"dev-1"), b"{bad 1", T0_MS, []),
+        (TOPICS.dlq_validate.name, "validate", reason, Source(source, 0, 0, b"dev-1"), b"{bad 0", T0_MS, []),
+        (TOPICS.dlq_validate.name, "validate", reason, Source(source, 0, 77, b"dev-9"), b"{gone", T0_MS, [])])
+    dry = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [f"dlq validate: would re-inject 3 dead letter(s): {source} 3",
+                                       "dlq validate: skipped 1 (same source)"]
+    assert len(read_all(ops_settings, source)) == 2
+
+    done = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"dlq validate: re-injected 3 dead letter(s): {source} 3"
+    back = read_all(ops_settings, source)[2:]
+    tag = TOPICS.dlq_validate.name
+    assert [(r.key, r.value, list(r.headers)) for r in back] == [
+        (b"dev-1", b"{bad 0", [("msg.id", b"m0"), ("mqtt.topic", b"device/dev-1/telemetry"),
+                               ("dlq.replayed_from", f"{tag}/0/{letters[0]}".encode())]),
+        (b"dev-1", b"{bad 1", [("msg.id", b"m1"), ("dlq.replayed_from", f"{tag}/0/{letters[1]}".encode())]),
+        (b"dev-9", b"{gone", [("msg.id", f"{source}/0/77".encode()),
+                              ("dlq.replayed_from", f"{tag}/0/{letters[3]}".encode())])]
+
+    again = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason)
+    assert again.stdout.splitlines() == ["dlq validate: re-injected 0 dead letter(s)",
+                                         "dlq validate: skipped 3 (already replayed)",
+                                         "dlq validate: skipped 1 (same source)"]
+    assert len(read_all(ops_settings, source)) == 5
+
+
+def test_bridge_letters_are_published_again_on_their_mqtt_topic(applied, ops_settings, unique):
+    mqtt_topic = f"test/{unique}/gps"
+    reason = f"oversize_{unique}"
+    received, arrived = [], threading.Event()
+    ep = endpoint(ops_settings)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dlq-test-{unique}", protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = lambda c, u, message: (received.append(message), arrived.set())
+    client.connect(ep.host, ep.port)
+    client.loop_start()
+    try:
+        client.subscribe(mqtt_topic, qos=1)
+        assert subscribed.wait(10)
+        offsets = _send_letters(ops_settings, [(TOPICS.dlq_bridge.name, "bridge", reason, Source(mqtt_topic),
+                                                b'{"lat": 1}', T0_MS, [("mqtt.content_type", b"application/json"),
+                                                                       ("mqtt.user.fw", b"2.1")])])
+        result = run_cli(ops_settings, "dlq", "replay", "--stage", "bridge", "--reason", reason)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [f"dlq bridge: re-injected 1 dead letter(s): {mqtt_topic} 1"]
+        assert arrived.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    message = received[0]
+    assert (message.topic, message.payload, message.retain) == (mqtt_topic, b'{"lat": 1}', False)
+    assert message.properties.ContentType == "application/json"
+    assert message.properties.UserProperty == [("fw", "2.1"),
+                                               ("dlq.replayed_from", f"{TOPICS.dlq_bridge.name}/0/{offsets[0]}")]
