@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -46,11 +46,18 @@ class StateStore:
         self.values: dict[str, dict[str, Any]] = {s: {} for s in STORES}
         self.origin: dict[tuple[str, str], tuple[str, int]] = {}
 
-    def put(self, store: str, device: str, value: Any, topic: str, partition: int) -> None:
+    def put(self, store: str, device: str, value: Any, topic: str, partition: int,
+            on_delivery: Callable[[Any, Any], None] | None = None) -> None:
         self.values[store][device] = value
         self.origin[(store, device)] = (topic, partition)
-        self.producer.produce(self.topic, json.dumps(value.to_dict(), separators=(",", ":")).encode(),
-                              changelog_key(store, topic, device), partition=partition)
+        body = json.dumps(value.to_dict(), separators=(",", ":")).encode()
+        while True:
+            try:
+                self.producer.produce(self.topic, body, changelog_key(store, topic, device), partition=partition,
+                                      on_delivery=on_delivery)
+                return
+            except BufferError:  # the producer's queue is full: serve acknowledgements to make room
+                self.producer.poll(0.05)
 
     def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Drop what belongs to partitions no longer assigned (kept ones stay)."""

@@ -1,8 +1,10 @@
 """``guardstream worker``: raw topics in, validated and enriched events out, in batches.
 
-Delivery guarantee: at least once. A batch's events, dead letters and state
-changes are all acknowledged by Kafka (one flush) before the batch's offsets
-are committed. A crash repeats at most the uncommitted batch: its events carry
+Delivery guarantee: at least once. A batch's offsets are committed only when
+Kafka has acknowledged every event, dead letter and state change the batch
+wrote, and every batch before it. The worker does not wait for those
+acknowledgements before taking the next batch (at most ``MAX_IN_FLIGHT``
+batches are unacknowledged), so Kafka's round trip is not paid per batch. A crash repeats at most the uncommitted batch: its events carry
 the same event ids (the sink keeps one of each), and the geofence state
 machine ignores fixes it has already applied, so no transition is emitted twice.
 
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import functools
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,16 @@ from guardstream.streams.validation import Policy
 log = logging.getLogger("guardstream.worker")
 GROUP = "guardstream-worker"
 SILENT_CHECK_S = 30.0
+MAX_IN_FLIGHT = 8  # batches written but not yet acknowledged by Kafka
+
+
+@dataclass
+class InFlight:
+    """A batch whose outputs are on their way to Kafka."""
+
+    offsets: list[TopicPartition]
+    remaining: int = 0  # outputs not acknowledged yet
+    sealed: bool = False  # every output of the batch has been handed to the producer
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class Worker:
         self.state = State(fences=fences.index, devices=self.store.values["geofence"],
                            rules=self.store.values["rules"])
         self._alerted: dict[str, int] = {}
+        self._in_flight: deque[InFlight] = deque()
+        self._failure: KafkaException | None = None
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         self.ready_since: float | None = None
 
@@ -125,6 +140,7 @@ class Worker:
         log.info("assigned %d partition(s); restored %d state entries", len(new), restored)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()  # what was processed is committed before the partitions go to another worker
         self.assigned -= {(p.topic, p.partition) for p in partitions}
         self.store.forget(self.assigned)
 
@@ -140,10 +156,12 @@ class Worker:
                 records = self._next_batch()
                 if records:
                     self.handle(records)
+                self.producer.poll(0)
+                self._commit_acknowledged()
                 if self.lane.stateful and time.monotonic() >= self._next_silent_check:
                     self._check_silent()
+            self._settle()
         finally:
-            self.producer.flush(30)
             self.consumer.close()
 
     def _next_batch(self) -> list[RawRecord]:
@@ -165,35 +183,68 @@ class Worker:
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
         outcome = process(records, self.state, policy, self.rules, self.params, self.fences.take_removed())
-        self._write(outcome, records, policy.now_ms)
-        if self.producer.flush(60) > 0:
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "batch not acknowledged within 60 s"))
-        # after the flush: the batch's outputs are in Kafka; a lost commit only repeats the batch
-        self.consumer.commit(offsets=_next_offsets(records), asynchronous=True)
+        batch = InFlight(_next_offsets(records))
+        self._in_flight.append(batch)
+        self._write(outcome, records, policy.now_ms, batch)
+        batch.sealed = True
         self._count(outcome, records, started)
+        while len(self._in_flight) > MAX_IN_FLIGHT:
+            self.producer.poll(0.05)
+            self._commit_acknowledged()
 
-    def _write(self, outcome: Outcome, records: list[RawRecord], now: int) -> None:
+    def _delivered(self, batch: InFlight, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            # retries are librdkafka's; what reaches here is final: fail loudly, commit nothing more
+            self._failure = KafkaException(error)
+        batch.remaining -= 1
+
+    def _commit_acknowledged(self, asynchronous: bool = True) -> None:
+        """Commit the offsets of the leading batches whose outputs are all in Kafka."""
+        if self._failure is not None:
+            raise self._failure
+        done: dict[tuple[str, int], int] = {}
+        while self._in_flight and self._in_flight[0].sealed and self._in_flight[0].remaining == 0:
+            for tp in self._in_flight.popleft().offsets:
+                done[(tp.topic, tp.partition)] = max(done.get((tp.topic, tp.partition), 0), tp.offset)
+        if done:
+            # a lost commit only repeats batches whose outputs are already in Kafka
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
+                                 asynchronous=asynchronous)
+
+    def _settle(self) -> None:
+        """Wait for every written batch to be acknowledged, and commit it (a rebalance, a stop)."""
+        if self.producer.flush(60) > 0:
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "outputs not acknowledged within 60 s"))
+        self._commit_acknowledged(asynchronous=False)
+
+    def _write(self, outcome: Outcome, records: list[RawRecord], now: int, batch: InFlight) -> None:
+        on_delivery = functools.partial(self._delivered, batch)
         for emit in outcome.emits:
-            self._produce(emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
+            self._produce(batch, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         for refusal in outcome.refused:
             r = refusal.record
             letter, headers = dead_letter("validate", refusal.reason, refusal.detail,
                                           Source(r.topic, r.partition, r.offset, r.key), r.value or b"", now)
-            self._produce(TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), r.key, headers)
+            self._produce(batch, TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), r.key, headers)
         origin = {(r.key or b"").decode("utf-8", "replace"): (r.topic, r.partition) for r in records}
         for store, changed in (("geofence", outcome.devices), ("rules", outcome.rules)):
             for device, value in changed.items():
                 topic, partition = origin.get(device) or self.store.origin.get((store, device), (None, None))
                 if topic is not None:
-                    self.store.put(store, device, value, topic, partition)
+                    batch.remaining += 1
+                    self.store.put(store, device, value, topic, partition, on_delivery)
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list | None = None) -> None:
+    def _produce(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None,
+                 headers: list | None = None) -> None:
+        on_delivery = functools.partial(self._delivered, batch) if batch is not None else None
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers)
-                return
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
             except BufferError:
                 self.producer.poll(0.05)
+        if batch is not None:
+            batch.remaining += 1
 
     def _count(self, outcome: Outcome, records: list[RawRecord], started: float) -> None:
         m = self.metrics
@@ -227,7 +278,7 @@ class Worker:
         for alert in alerts:
             self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
             emit = emit_for(DEVICE_ALERT, alert)
-            self._produce(emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
+            self._produce(None, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         if alerts:
             self.producer.flush(30)
 
