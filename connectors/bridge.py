@@ -283,7 +283,7 @@ class Bridge:
 
 def run(settings: Settings) -> int:
     """Run the bridge until SIGTERM/SIGINT; exit 1 after a fatal Kafka error."""
-    from guardstream.infra.observability import serve
+    from guardstream.infra.observability import all_ready, serve
     from guardstream.infra.supervisor import install_stop_handlers
     from guardstream.schemas.registry import registry_from_settings
 
@@ -294,13 +294,7 @@ def run(settings: Settings) -> int:
                for lane, rules in lanes(load_rules(settings.bridge_rules))]
     metrics.inflight.set_function(lambda: sum(len(b.acks) for b in bridges))  # read at scrape time
 
-    def ready() -> tuple[bool, str]:
-        for bridge in bridges:
-            ok, why = bridge.ready()
-            if not ok:
-                return False, f"{bridge.lane} lane: {why}"
-        return True, ""
-
+    ready = all_ready({f"{b.lane} lane": b.ready for b in bridges})
     endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
         if settings.metrics_port else None
     install_stop_handlers(stopping.set)

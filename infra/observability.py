@@ -39,6 +39,17 @@ LABELS = {
 ReadyCheck = Callable[[], tuple[bool, str]]
 
 
+def all_ready(checks: dict[str, ReadyCheck]) -> ReadyCheck:
+    """One readiness check over several parts (lanes, consumers): ready when every part is."""
+    def ready() -> tuple[bool, str]:
+        for name, check in checks.items():
+            ok, why = check()
+            if not ok:
+                return False, f"{name}: {why}"
+        return True, ""
+    return ready
+
+
 def new_registry(component: str) -> CollectorRegistry:
     """A registry carrying ``guardstream_component_info`` with the shared labels."""
     registry = CollectorRegistry()

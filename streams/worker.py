@@ -292,7 +292,7 @@ def _next_offsets(records: list[RawRecord]) -> list[TopicPartition]:
 
 
 def run(settings: Settings) -> int:
-    from guardstream.infra.observability import serve
+    from guardstream.infra.observability import all_ready, serve
     from guardstream.infra.supervisor import install_stop_handlers
     from guardstream.schemas.registry import registry_from_settings
 
@@ -307,13 +307,7 @@ def run(settings: Settings) -> int:
     fences = FenceFeed(settings, codec, rebuilt)
     workers = [Worker(settings, codec, metrics, lane, fences, stopping) for lane in lanes(settings)]
 
-    def ready() -> tuple[bool, str]:
-        for worker in workers:
-            ok, why = worker.ready()
-            if not ok:
-                return False, f"{worker.lane.name} lane: {why}"
-        return True, ""
-
+    ready = all_ready({f"{w.lane.name} lane": w.ready for w in workers})
     endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
         if settings.metrics_port else None
     install_stop_handlers(stopping.set)

@@ -32,3 +32,10 @@ def test_endpoints_serve_metrics_health_and_readiness():
         assert _get(base + "/nope")[0] == 404
     finally:
         endpoints.close()
+
+
+def test_all_ready_names_the_first_part_that_is_not():
+    from guardstream.infra.observability import all_ready
+    check = all_ready({"alerts lane": lambda: (True, ""), "bulk lane": lambda: (False, "no partitions")})
+    assert check() == (False, "bulk lane: no partitions")
+    assert all_ready({"a": lambda: (True, "")})() == (True, "")
