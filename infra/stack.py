@@ -158,6 +158,9 @@ class Stack:
             self.endpoints["postgres"] = "DATABASE_URL (yours)"
         if self.settings.replication_factor is None:
             changes["replication_factor"] = 1
+        if "GUARDSTREAM_GATEWAY_PORT" not in environ:
+            # the dashboard's port: the default when free, else any free one (printed in the report)
+            changes["gateway_port"] = free_port(self.settings.gateway_port, taken=taken)
         settings = self.settings.replace(**changes)
         self._wait_ready(settings)
         return settings

@@ -1,6 +1,8 @@
 """`guardstream up` end to end: real tansu, MQTT broker and pgserver, then Ctrl-C."""
 
 import os
+import re
+import socket
 import signal
 import subprocess
 import sys
@@ -41,6 +43,13 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL", "DATABASE_URL") and not k.startswith("GUARDSTREAM_")}
     env["GUARDSTREAM_STATE_DIR"] = str(tmp_path / "state")
+    # hold the dashboard's default port: up must pick another and print it
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8765))
+        holder.listen()
+    except OSError:
+        pass  # something else has it already, which serves the same purpose
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "up"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
@@ -55,6 +64,8 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
         assert ready_s < 30, output
         assert "tansu, in memory" in output and "pgserver" in output
         assert "topics:" in output and "migrations:" in output
+        [dashboard] = re.findall(r"http://127\.0\.0\.1:(\d+)/\?token=", output)
+        assert int(dashboard) != 8765
         children = _descendants(process.pid)
         assert children, "up started no child process"
         postmaster = (tmp_path / "state" / "pg" / "postmaster.pid")
@@ -63,6 +74,7 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(60)
+        holder.close()
     assert code == 0, "".join(lines)
     wait_until(lambda: not any(_alive(pid) for pid in children | {pg_pid}), 20, "children to exit")
     assert "stopped" in "".join(lines)
