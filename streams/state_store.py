@@ -45,6 +45,7 @@ class StateStore:
         # store -> device -> state object; the raw (topic, partition) each device came from
         self.values: dict[str, dict[str, Any]] = {s: {} for s in STORES}
         self.origin: dict[tuple[str, str], tuple[str, int]] = {}
+        self._staged: set[tuple[str, str]] = set()  # changed since the last checkpoint
 
     def put(self, store: str, device: str, value: Any, topic: str, partition: int,
             on_delivery: Callable[[Any, Any], None] | None = None) -> None:
@@ -58,6 +59,24 @@ class StateStore:
                 return
             except BufferError:  # the producer's queue is full: serve acknowledgements to make room
                 self.producer.poll(0.05)
+
+    def stage(self, store: str, device: str, value: Any, topic: str, partition: int) -> None:
+        """Change the state in memory now; it reaches the changelog with :meth:`write_staged`."""
+        self.values[store][device] = value
+        self.origin[(store, device)] = (topic, partition)
+        self._staged.add((store, device))
+
+    def write_staged(self, on_delivery: Callable[[Any, Any], None] | None = None) -> int:
+        """Write every staged change (once per device, however often it changed); returns how many."""
+        staged, self._staged = self._staged, set()
+        written = 0
+        for store, device in staged:
+            value = self.values[store].get(device)
+            if value is not None:  # None: its partition went to another worker meanwhile
+                topic, partition = self.origin[(store, device)]
+                self.put(store, device, value, topic, partition, on_delivery)
+                written += 1
+        return written
 
     def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Drop what belongs to partitions no longer assigned (kept ones stay)."""

@@ -1,10 +1,15 @@
 """``guardstream worker``: raw topics in, validated and enriched events out, in batches.
 
-Delivery guarantee: at least once. A batch's offsets are committed only when
-Kafka has acknowledged every event, dead letter and state change the batch
-wrote, and every batch before it. The worker does not wait for those
-acknowledgements before taking the next batch (at most ``MAX_IN_FLIGHT``
-batches are unacknowledged), so Kafka's round trip is not paid per batch. A crash repeats at most the uncommitted batch: its events carry
+Delivery guarantee: at least once. Events and dead letters are written as each
+batch is processed. Every ``CHECKPOINT_S`` the per-device state that changed
+since the last checkpoint is written to the changelog (once per device,
+however often it changed), and the offsets of the batches since then are
+committed once Kafka has acknowledged all of it and everything written before.
+A crash replays the batches since the last checkpoint against the state of
+that checkpoint: the same events again, with the same event ids (the sink keeps
+one of each). The worker does not wait for acknowledgements before taking the
+next batch (at most ``MAX_IN_FLIGHT`` writes are unacknowledged), so Kafka's
+round trip is not paid per batch. A crash repeats at most the uncommitted batch: its events carry
 the same event ids (the sink keeps one of each), and the geofence state
 machine ignores fixes it has already applied, so no transition is emitted twice.
 
@@ -55,6 +60,10 @@ log = logging.getLogger("guardstream.worker")
 GROUP = "guardstream-worker"
 SILENT_CHECK_S = 30.0
 MAX_IN_FLIGHT = 8  # batches written but not yet acknowledged by Kafka
+# How often state and offsets are checkpointed (Kafka Streams' commit interval): short,
+# so a crash replays little; long enough that a device moving every second is
+# written to the changelog once per checkpoint rather than once per batch.
+CHECKPOINT_S = 0.2
 
 
 @dataclass
@@ -120,6 +129,8 @@ class Worker:
         self._alerted: dict[str, int] = {}
         self._in_flight: deque[InFlight] = deque()
         self._failure: KafkaException | None = None
+        self._uncommitted: dict[tuple[str, int], int] = {}  # next offsets since the last checkpoint
+        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         self.ready_since: float | None = None
 
@@ -157,6 +168,8 @@ class Worker:
                 if records:
                     self.handle(records)
                 self.producer.poll(0)
+                if time.monotonic() >= self._next_checkpoint:
+                    self._checkpoint()
                 self._commit_acknowledged()
                 if self.lane.stateful and time.monotonic() >= self._next_silent_check:
                     self._check_silent()
@@ -183,7 +196,10 @@ class Worker:
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
         outcome = process(records, self.state, policy, self.rules, self.params, self.fences.take_removed())
-        batch = InFlight(_next_offsets(records))
+        for tp in _next_offsets(records):
+            key = (tp.topic, tp.partition)
+            self._uncommitted[key] = max(self._uncommitted.get(key, 0), tp.offset)
+        batch = InFlight([])  # its offsets are the next checkpoint's
         self._in_flight.append(batch)
         self._write(outcome, records, policy.now_ms, batch)
         batch.sealed = True
@@ -199,7 +215,7 @@ class Worker:
         batch.remaining -= 1
 
     def _commit_acknowledged(self, asynchronous: bool = True) -> None:
-        """Commit the offsets of the leading batches whose outputs are all in Kafka."""
+        """Commit the offsets of the leading checkpoints whose writes, and all before, are in Kafka."""
         if self._failure is not None:
             raise self._failure
         done: dict[tuple[str, int], int] = {}
@@ -211,14 +227,25 @@ class Worker:
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
                                  asynchronous=asynchronous)
 
+    def _checkpoint(self) -> None:
+        """Changed state to the changelog, and the offsets it covers queued for commit."""
+        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        if not self._uncommitted:
+            return
+        entry = InFlight([TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()])
+        self._uncommitted = {}
+        self._in_flight.append(entry)
+        entry.remaining += self.store.write_staged(functools.partial(self._delivered, entry))
+        entry.sealed = True
+
     def _settle(self) -> None:
-        """Wait for every written batch to be acknowledged, and commit it (a rebalance, a stop)."""
+        """Checkpoint, wait for every write to be acknowledged, and commit (a rebalance, a stop)."""
+        self._checkpoint()
         if self.producer.flush(60) > 0:
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "outputs not acknowledged within 60 s"))
         self._commit_acknowledged(asynchronous=False)
 
     def _write(self, outcome: Outcome, records: list[RawRecord], now: int, batch: InFlight) -> None:
-        on_delivery = functools.partial(self._delivered, batch)
         for emit in outcome.emits:
             self._produce(batch, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         for refusal in outcome.refused:
@@ -231,8 +258,7 @@ class Worker:
             for device, value in changed.items():
                 topic, partition = origin.get(device) or self.store.origin.get((store, device), (None, None))
                 if topic is not None:
-                    batch.remaining += 1
-                    self.store.put(store, device, value, topic, partition, on_delivery)
+                    self.store.stage(store, device, value, topic, partition)
 
     def _produce(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None,
                  headers: list | None = None) -> None:
