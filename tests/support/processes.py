@@ -63,19 +63,26 @@ def publisher(settings: Settings, client_id: str) -> mqtt.Client:
 
 
 def collect(settings: Settings, topic: str, keep: Callable[[object], bool], want: int,
-            timeout_s: float = 60.0) -> list:
-    """Records of ``topic`` (from the beginning) for which ``keep`` is true, until ``want`` are seen."""
+            timeout_s: float = 60.0, distinct: Callable[[object], object] | None = None) -> list:
+    """Records of ``topic`` (from the beginning) for which ``keep`` is true, until ``want`` are seen.
+
+    With ``distinct``, ``want`` counts distinct ``distinct(record)`` values instead of
+    records, so duplicates (which at-least-once stages may write) do not end the wait early.
+    """
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "test-collect",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 50})
     metadata = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
     out = []
+    seen: set[object] = set()
     deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < want and time.monotonic() < deadline:
+        while (len(seen) if distinct else len(out)) < want and time.monotonic() < deadline:
             for record in consumer.consume(1000, 0.2):
                 if record.error() is None and keep(record):
                     out.append(record)
+                    if distinct:
+                        seen.add(distinct(record))
     finally:
         consumer.close()
     return out
