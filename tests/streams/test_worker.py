@@ -2,12 +2,14 @@
 
 import json
 import signal
+import threading
 import time
 
 import pytest
 from confluent_kafka import Producer
 
 from guardstream.infra.catalog import TOPICS
+from guardstream.infra.stack import wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.streams import fence_admin
@@ -75,3 +77,58 @@ def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_compone
     exits = [e for e in events if e.get("transition") == "EXIT"]
     assert len(exits) == 1 and exits[0]["dwell_ms"] == 2000
     assert [e["kind"] for e in events if "kind" in e] == ["GEOFENCE_VIOLATION"]
+
+
+def _publish_patrols(settings, devices, fixes, tenant, base_s, per_second, done):
+    """Each device: five fixes inside the fence, five far outside, over and over."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
+    started = time.monotonic()
+    for seq in range(fixes):
+        at = INSIDE if seq % 10 < 5 else FAR_OUT
+        for device in devices:
+            producer.produce(TOPICS.raw_guard.name, json.dumps(
+                {"ts": base_s + seq, "lat": at[0], "lon": at[1], "accuracy_m": 4, "tenant": tenant}).encode(),
+                device.encode(), headers=[("msg.id", f"{device}-{seq}".encode()),
+                                          ("received_ms", str(time.time_ns() // 1_000_000).encode())])
+        producer.poll(0)
+        lag = (seq + 1) * len(devices) / per_second - (time.monotonic() - started)
+        if lag > 0:
+            done.wait(lag)  # pacing the load, not synchronising
+    producer.flush(30)
+    done.set()
+
+
+def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run_component, fences, unique):
+    tenant, fixes = fences, 150
+    devices = [f"p{i}-{unique}" for i in range(20)]
+    mine = lambda r: r.key() is not None and r.key().decode().endswith(unique)  # noqa: E731
+    event_id = lambda r: Codec(FileRegistry.load()).decode(r.value())[1]["event_id"]  # noqa: E731
+    worker = run_component(["worker"], applied)
+    done = threading.Event()
+    base_s = int(time.time()) - fixes - 60
+    threading.Thread(target=_publish_patrols, args=(applied, devices, fixes, tenant, base_s, 1000, done),
+                     daemon=True).start()
+    wait_until(lambda: worker.metric("guardstream_worker_records_in_total") >= 1000, 60, "1000 fixes taken")
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    assert not done.is_set(), "the stream ended before the kill; nothing was tested mid-stream"
+    run_component(["worker"], applied)
+    assert done.wait(60), "publisher did not finish"
+
+    total = fixes * len(devices)
+    positions = collect(applied, TOPICS.events_high.name, mine, total, timeout_s=90, distinct=event_id)
+    assert len({event_id(r) for r in positions}) == total  # every fix became a position, once by id
+
+    # five in, five out: an ENTER and an EXIT per ten fixes, a violation each time outside
+    per_device = fixes // 10
+    critical = _decoded(collect(applied, TOPICS.events_critical.name, mine, 3 * per_device * len(devices),
+                                timeout_s=90, distinct=event_id))
+    distinct = {e["event_id"]: e for e in critical}
+    transitions = sorted((e for e in distinct.values() if "transition" in e), key=lambda e: e["ts_ms"])
+    violations = [e for e in distinct.values() if e.get("kind") == "GEOFENCE_VIOLATION"]
+    for device in devices:
+        got = [e["transition"] for e in transitions if e["device_id"] == device]
+        assert got == ["ENTER", "EXIT"] * per_device, f"{device}: {got}"
+    assert len(violations) == per_device * len(devices)
+    # whatever was written twice after the kill is the same event, not a new one
+    assert len(distinct) == 3 * per_device * len(devices)
