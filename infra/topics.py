@@ -7,7 +7,7 @@ shell around it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
@@ -58,6 +58,16 @@ def plan_changes(declared: tuple[Topic, ...], existing: dict[str, Existing]) -> 
     return changes
 
 
+def sized(settings: Settings, declared: tuple[Topic, ...]) -> tuple[Topic, ...]:
+    """The declared topics with the partition cap of the settings applied (see
+    ``Settings.partition_cap``). The cap is uniform, so topics whose partitions must
+    line up (the raw topics and the worker's changelog) still do."""
+    cap = settings.partition_cap
+    if cap is None:
+        return declared
+    return tuple(replace(t, partitions=min(t.partitions, cap)) for t in declared)
+
+
 def _admin(settings: Settings) -> AdminClient:
     return AdminClient(admin_config(settings))
 
@@ -97,12 +107,14 @@ def replication_factor(settings: Settings, topic: Topic, brokers: int) -> int:
     return wanted
 
 
-def apply(settings: Settings, declared: tuple[Topic, ...] = TOPICS.all()) -> list[Change]:
-    """Create or update the declared topics; returns the changes made (empty: nothing to do).
+def apply(settings: Settings, declared: tuple[Topic, ...] | None = None) -> list[Change]:
+    """Create or update the declared topics (default: the catalog's, with the settings'
+    partition cap); returns the changes made (empty: nothing to do).
 
     Drift the broker cannot fix (fewer partitions, or a broker without the
     CreatePartitions / IncrementalAlterConfigs APIs) comes back as ``drift``.
     """
+    declared = sized(settings, TOPICS.all()) if declared is None else declared
     admin = _admin(settings)
     existing = read_existing(admin, [t.name for t in declared])
     changes = plan_changes(declared, existing)

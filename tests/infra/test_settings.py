@@ -37,6 +37,7 @@ def test_conventional_names_are_read():
     ("GUARDSTREAM_METRICS_PORT", "70000", "between 0 and 65535"),
     ("GUARDSTREAM_METRICS_PORT", "nine", "invalid literal"),
     ("GUARDSTREAM_REPLICATION_FACTOR", "0", "between 1 and 16"),
+    ("GUARDSTREAM_PARTITIONS_MAX", "0", "between 1 and 10000"),
     ("KAFKA_SECURITY_PROTOCOL", "tls", "must be one of"),
 ])
 def test_a_bad_value_names_its_variable(variable, value, words):

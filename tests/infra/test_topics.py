@@ -5,7 +5,8 @@ from confluent_kafka import Producer
 from guardstream.infra import topics
 from guardstream.infra.catalog import TOPICS, Topic
 from guardstream.infra.kafka import probe_end_offsets
-from guardstream.infra.topics import Existing, plan_changes
+from guardstream.infra.settings import Settings
+from guardstream.infra.topics import Existing, plan_changes, sized
 
 DAY = 86_400_000
 
@@ -20,6 +21,17 @@ def test_plan_creates_what_is_missing_and_nothing_when_equal():
     assert [(c.topic, c.action) for c in changes] == [("a", "create"), ("b", "create")]
     existing = {t.name: Existing(t.partitions, dict(t.configs)) for t in declared}
     assert plan_changes(declared, existing) == []
+
+
+def test_the_partition_cap_is_the_embedded_default_and_keeps_partitions_aligned():
+    embedded = sized(Settings.from_env({"GUARDSTREAM_PROFILE": "embedded"}), TOPICS.all())
+    assert {t.name: t.partitions for t in embedded} == {t.name: min(t.partitions, 2) for t in TOPICS.all()}
+    by_name = {t.name: t for t in embedded}
+    assert {by_name[t.name].partitions for t in TOPICS.raw()} == {by_name[TOPICS.worker_state.name].partitions}
+    assert sized(Settings.from_env({}), TOPICS.all()) == TOPICS.all()
+    wide = sized(Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_PARTITIONS_MAX": "4"}),
+                 TOPICS.all())
+    assert max(t.partitions for t in wide) == 4 and min(t.partitions for t in wide) == 1
 
 
 def test_plan_reports_drift_per_kind():
