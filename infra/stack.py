@@ -102,6 +102,8 @@ def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
             f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
             # at-least-once bridging wants many unacknowledged QoS 1/2 messages in flight
             "max_inflight_messages 1000\nmax_queued_messages 100000\nmax_packet_size 1048576\n"
+            # small messages go out at once instead of waiting for Nagle's algorithm
+            "set_tcp_nodelay true\n"
             "log_dest stdout\nlog_type error\nlog_type warning\n")
         return ChildSpec("mqtt", [mosquitto, "-c", str(conf)]), "mosquitto"
     conf = state_dir / "amqtt.yaml"
