@@ -298,12 +298,13 @@ def _apply(state: DeviceState | None, fix: Fix, inside: frozenset[str], index: F
     state = state or DeviceState(device_id=fix.device_id, tenant=fix.tenant)
     skipped = _skip_reason(state, fix, params)
     if skipped:
-        return FixResult(state, [], _enrichment(state, index), skipped)
+        return FixResult(state, [], _enrichment(state, _in_site(state, index)), skipped)
     fences, transitions = _step_fences(state, fix, inside, index, params)
     # the constructor, not dataclasses.replace: this runs once per GPS fix
     moved = DeviceState(state.device_id, fix.tenant, fences, fix.ts_ms, fix.lat, fix.lon, state.violation_open)
-    moved, violation_events = _judge_violation(moved, fix, index)
-    return FixResult(moved, transitions + violation_events, _enrichment(moved, index))
+    in_site = _in_site(moved, index)
+    moved, violation_events = _judge_violation(moved, fix, in_site)
+    return FixResult(moved, transitions + violation_events, _enrichment(moved, in_site))
 
 
 def _skip_reason(state: DeviceState, fix: Fix, params: Params) -> str | None:
@@ -336,7 +337,12 @@ def _step_fences(state: DeviceState, fix: Fix, inside: frozenset[str], index: Fe
             enters.append(_transition(fix, fence_id, fence.kind, Action.ENTER, None, "fix"))
             memberships[fence_id] = FenceMembership(Membership.INSIDE, fence.kind, fix.ts_ms, 0, fence.updated_ms)
         elif step.next is not Membership.OUTSIDE:
-            memberships[fence_id] = replace(prior, state=step.next, outside_count=count, kind=fence.kind)
+            if prior.state is step.next and prior.outside_count == count and prior.kind == fence.kind:
+                memberships[fence_id] = prior  # the common case, a guard staying inside: nothing changed
+            else:
+                # the constructor, not dataclasses.replace: this runs per fence per GPS fix
+                memberships[fence_id] = FenceMembership(step.next, fence.kind, prior.entered_ms, count,
+                                                        prior.version_ms)
     return memberships, exits + enters
 
 
@@ -374,10 +380,12 @@ def _in_site(state: DeviceState, index: FenceIndex) -> bool | None:
     return any(m.kind == "SITE" for m in state.fences.values())
 
 
-def _judge_violation(state: DeviceState, fix: Fix, index: FenceIndex) -> tuple[DeviceState, list[Output]]:
-    """Open or close the violation episode; one ViolationStarted per episode."""
-    restricted = tuple(sorted(fid for fid, m in state.fences.items() if m.kind == "RESTRICTED"))
-    violating = _in_site(state, index) is False or bool(restricted)
+def _judge_violation(state: DeviceState, fix: Fix, in_site: bool | None) -> tuple[DeviceState, list[Output]]:
+    """Open or close the violation episode; one ViolationStarted per episode.
+    ``in_site`` is :func:`_in_site` of ``state``."""
+    restricted = tuple(sorted(fid for fid, m in state.fences.items() if m.kind == "RESTRICTED")) \
+        if state.fences else ()
+    violating = in_site is False or bool(restricted)
     if violating == state.violation_open:
         return state, []
     where = dict(device_id=fix.device_id, tenant=fix.tenant, ts_ms=fix.ts_ms, lat=fix.lat, lon=fix.lon)
@@ -391,5 +399,5 @@ def _judge_violation(state: DeviceState, fix: Fix, index: FenceIndex) -> tuple[D
                        state.last_lon, violating), [event]
 
 
-def _enrichment(state: DeviceState, index: FenceIndex) -> Enrichment:
-    return Enrichment(tuple(sorted(state.fences)), _in_site(state, index), state.violation_open)
+def _enrichment(state: DeviceState, in_site: bool | None) -> Enrichment:
+    return Enrichment(tuple(sorted(state.fences)) if state.fences else (), in_site, state.violation_open)
