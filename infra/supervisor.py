@@ -2,9 +2,13 @@
 
 The restart policy is pure (:class:`Backoff`); :class:`Supervisor` is the shell
 that runs processes, prefixes their output with the component's name, and on
-stop sends SIGTERM, then SIGKILL to whatever is left, in reverse start order.
-Each child asks the kernel to be sent SIGTERM when the supervisor dies, so even
-a ``kill -9`` of ``guardstream up`` leaves no orphan behind.
+stop sends SIGTERM, then SIGKILL to whatever is left, layer by layer: the
+pipeline's components first, and the servers they use (Kafka, MQTT) only once
+the components are gone, so a component's last flush still reaches its broker.
+Each child runs in a process group of its own, so a terminal's Ctrl-C reaches
+only the supervisor, which then stops the children in that order. Each child
+also asks the kernel to be sent SIGTERM when the supervisor dies, so even a
+``kill -9`` of ``guardstream up`` leaves no orphan behind.
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ class Backoff:
         return min(self.cap_s, self.base_s * 2 ** (failures - 1)), failures
 
 
+# Layers of children, stopped from the highest down.
+SERVERS, COMPONENTS, CLIENTS = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class ChildSpec:
     name: str
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     restart: bool = True
+    layer: int = COMPONENTS  # SERVERS stop last; CLIENTS (a simulated fleet) first
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -76,7 +85,7 @@ class Supervisor:
     def _spawn(self, spec: ChildSpec) -> subprocess.Popen:
         process = subprocess.Popen(
             list(spec.argv), env={**os.environ, **spec.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent)
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent, process_group=0)
         threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
         return process
 
@@ -115,12 +124,17 @@ class Supervisor:
             self.tick()
 
     def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every child, the highest layer first; each layer has ``grace_s`` to exit."""
         self.stopping.set()
-        for child in reversed(self._children):
+        for layer in sorted({c.spec.layer for c in self._children}, reverse=True):
+            self._stop_all([c for c in reversed(self._children) if c.spec.layer == layer], grace_s)
+
+    def _stop_all(self, children: list[_Running], grace_s: float) -> None:
+        for child in children:
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for child in reversed(self._children):
+        for child in children:
             try:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

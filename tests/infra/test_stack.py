@@ -51,8 +51,9 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
     except OSError:
         pass  # something else has it already, which serves the same purpose
     started = time.monotonic()
+    # a process group of its own, so the test can press Ctrl-C as a terminal does: SIGINT to the group
     process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "up"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path, process_group=0)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
     try:
@@ -72,9 +73,13 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
         pg_pid = int(postmaster.read_text().split()[0])
         assert _alive(pg_pid)
     finally:
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         code = process.wait(60)
         holder.close()
     assert code == 0, "".join(lines)
     wait_until(lambda: not any(_alive(pid) for pid in children | {pg_pid}), 20, "children to exit")
-    assert "stopped" in "".join(lines)
+    output = "".join(lines)
+    assert "stopped" in output
+    # the components stopped while Kafka was still there: none of them saw it go away
+    stopping = output.split("up | stopping", 1)[-1]
+    assert "Kafka unreachable" not in stopping and "Connection refused" not in stopping, output

@@ -4,7 +4,7 @@ import sys
 import time
 
 from guardstream.infra.stack import wait_until
-from guardstream.infra.supervisor import Backoff, ChildSpec, Supervisor
+from guardstream.infra.supervisor import SERVERS, Backoff, ChildSpec, Supervisor
 
 
 def test_backoff_doubles_up_to_a_cap_and_forgives_a_stable_run():
@@ -59,3 +59,39 @@ def test_stop_terminates_then_kills_and_leaves_no_process():
     assert time.monotonic() - started < 10
     assert not any(_alive(pid) for pid in pids)
     assert "did not stop within 1s; killing" in out.getvalue()
+
+
+def test_components_stop_before_the_servers_they_use(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    log = tmp_path / "order"
+    server = ("import signal,sys,time,pathlib; p=pathlib.Path(sys.argv[1])\n"
+              "def bye(*a): p.open('a').write('server\\n'); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye); print('ready', flush=True)\n"
+              "while True: time.sleep(1)")
+    # the component takes a while to flush on SIGTERM; the server must still be there when it is done
+    component = ("import signal,sys,time,pathlib,os; p=pathlib.Path(sys.argv[1])\n"
+                 "def bye(*a):\n"
+                 "    time.sleep(0.5)\n"
+                 "    os.kill(int(sys.argv[2]), 0); p.open('a').write('component\\n'); sys.exit(0)\n"
+                 "signal.signal(signal.SIGTERM, bye); print('ready', flush=True)\n"
+                 "while True: time.sleep(1)")
+    server_pid = supervisor.start(ChildSpec("server", [sys.executable, "-c", server, str(log)], layer=SERVERS)).pid
+    supervisor.start(ChildSpec("component", [sys.executable, "-c", component, str(log), str(server_pid)]))
+    wait_until(lambda: out.getvalue().count("ready") == 2, 20, "children start")
+    supervisor.stop(grace_s=5)
+    assert log.read_text().split() == ["component", "server"]
+
+
+def test_children_run_in_process_groups_of_their_own():
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    child = supervisor.start(ChildSpec("child", [sys.executable, "-c",
+                                                 "import time; print('ready', flush=True); time.sleep(60)"]))
+    try:
+        wait_until(lambda: "ready" in out.getvalue(), 20, "child start")
+        # what a terminal's Ctrl-C does: SIGINT to the foreground process group (here: ours)
+        assert os.getpgid(child.pid) != os.getpgid(0)
+    finally:
+        supervisor.stop(grace_s=5)
+    assert not _alive(child.pid)
