@@ -10,7 +10,7 @@ from guardstream.infra.catalog import TOPICS
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import free_port
 from guardstream.sinks.rows import plan_write
-from guardstream.sinks.writer import BatchWriter
+from guardstream.sinks.writer import BatchWriter, text_array_binary
 
 T0 = 1_795_000_000_000
 
@@ -83,6 +83,16 @@ def test_a_batch_written_twice_inserts_nothing_the_second_time(writer, db):
     assert again.duplicates == {"device_telemetry": 3000, "guard_positions": 500}
     assert rows(db, "SELECT count(*), min(ts), bool_and(received_at > ts) FROM device_telemetry")[0][0] == 3000
     assert rows(db, "SELECT fences FROM guard_positions LIMIT 1") == [(["acme-hq"],)]
+
+
+@pytest.mark.parametrize("fences", [[], ["acme-hq"], ["b", "a", "été-zone", ""], [None, "x"]])
+def test_fence_arrays_reach_the_database_as_written(db, fences):
+    with psycopg.connect(db) as conn:
+        conn.execute("CREATE TEMP TABLE arrays (fences text[])")
+        with conn.cursor().copy("COPY arrays (fences) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bytea"])
+            copy.write_row([text_array_binary(fences)])
+        assert conn.execute("SELECT fences FROM arrays").fetchall() == [(fences,)]
 
 
 def test_json_columns_hold_json_objects(writer, db):
