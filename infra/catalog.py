@@ -116,5 +116,8 @@ class Catalog:
 TOPICS = Catalog()
 
 
+_BY_PRIORITY = {p: getattr(TOPICS, f"events_{p.value}") for p in Priority}
+
+
 def topic_for_priority(priority: Priority) -> Topic:
-    return getattr(TOPICS, f"events_{priority.value}")
+    return _BY_PRIORITY[priority]  # once per event on the worker's path: looked up, not built

@@ -140,7 +140,9 @@ def _enrich(positions: list[dict], state: State, params: Params, out: Outcome) -
         for output in result.outputs:
             _emit_output(output, position["received_ms"], out, position["event_id"])
     for device, new in batch.states.items():
-        if current.get(device) != new:
+        # a fix that changes nothing returns the state it was given, so identity tells
+        # (comparing the dataclasses would compare every fence membership of every device)
+        if current.get(device) is not new:
             out.devices[device] = new
 
 
