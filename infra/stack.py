@@ -91,6 +91,10 @@ def tansu_spec(port: int) -> ChildSpec:
                      env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")}, layer=SERVERS)
 
 
+# What the bridge needs of a mosquitto broker; infra/compose.yml includes the same file.
+MOSQUITTO_TUNING = Path(__file__).resolve().parent / "mosquitto" / "conf.d" / "guardstream.conf"
+
+
 def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
     """(process to run, broker name): mosquitto when installed, amqtt otherwise."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,11 +104,7 @@ def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
         conf = state_dir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
-            # at-least-once bridging wants many unacknowledged QoS 1/2 messages in flight
-            "max_inflight_messages 1000\nmax_queued_messages 100000\nmax_packet_size 1048576\n"
-            # small messages go out at once instead of waiting for Nagle's algorithm
-            "set_tcp_nodelay true\n"
-            "log_dest stdout\nlog_type error\nlog_type warning\n")
+            "log_dest stdout\nlog_type error\nlog_type warning\n" + MOSQUITTO_TUNING.read_text())
         return ChildSpec("mqtt", [mosquitto, "-c", str(conf)], layer=SERVERS), "mosquitto"
     conf = state_dir / "amqtt.yaml"
     conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: {LOOPBACK}:{port}\n"

@@ -79,3 +79,21 @@ def test_prometheus_in_compose_scrapes_every_component():
     assert port == {"9400"}
     assert targets == {f"{c.name}:9400" for c in COMPONENTS}
     assert "--config.file=/etc/prometheus/prometheus-compose.yml" in SERVICES["prometheus"]["command"]
+
+
+def test_the_compose_broker_and_the_local_stack_share_the_bridge_s_broker_settings(tmp_path):
+    from guardstream.infra.stack import MOSQUITTO_TUNING, mqtt_spec
+    mosquitto = SERVICES["mosquitto"]
+    config_dir = next(v.split(":")[0] for v in mosquitto["volumes"] if v.split(":")[1] == "/mosquitto/config")
+    host_dir = (ROOT / "infra" / config_dir).resolve()
+    main_conf = mosquitto["command"][-1].removeprefix("/mosquitto/config/")
+    conf = (host_dir / main_conf).read_text()
+    [included] = re.findall(r"^include_dir /mosquitto/config/(\S+)$", conf, re.M)
+    assert (host_dir / included / MOSQUITTO_TUNING.name).resolve() == MOSQUITTO_TUNING
+    assert re.search(r"^persistence true$", conf, re.M)
+    tuning = MOSQUITTO_TUNING.read_text()
+    assert re.search(r"^max_queued_messages 100000$", tuning, re.M)
+    assert re.search(r"^set_tcp_nodelay true$", tuning, re.M)
+    spec, broker = mqtt_spec(1883, tmp_path)
+    if broker == "mosquitto":
+        assert tuning in (tmp_path / "mosquitto.conf").read_text()
