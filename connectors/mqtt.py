@@ -6,6 +6,7 @@ The bridge, the command relay and the simulator all connect through here, so
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from paho.mqtt.properties import Properties
 
 from guardstream.errors import UnavailableError
 from guardstream.infra.settings import Settings
+
+log = logging.getLogger("guardstream.mqtt")
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ def _send_at_once(client: mqtt.Client, userdata: object, sock: object) -> None:
     publish -> bridge receipt from 11 ms to under 1 ms.)"""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        pass  # not a TCP socket (a WebSocket transport or a proxy): nothing to tune
+    except (AttributeError, OSError) as exc:
+        # not a TCP socket (a WebSocket transport or a proxy): nothing to tune, and nothing wrong
+        log.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
 
 
 def connect(client: mqtt.Client, settings: Settings, *, persistent: bool = False,

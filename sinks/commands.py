@@ -61,25 +61,28 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
         TOPICS.geofences.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name,
         TOPICS.alerts_actions.name]
     # A broker may hold an idle fetch for fetch.wait.max.ms before answering (tansu does even when a
-    # record arrives meanwhile), so the critical consumer asks again within its batch age.
-    critical_fetch_ms = max(5, min(500, settings.sink_critical_batch_ms))
-    # The bulk lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their batch anyway; a fetch
-    # every fifth of that costs them little, and the embedded broker much less than one every
-    # 10 ms over a dozen partitions (an idle `guardstream up`: tansu's CPU 54 % -> 39 % of a core).
-    bulk_fetch_ms = max(5, min(500, settings.sink_batch_ms // 5))
+    # record arrives meanwhile), so the critical consumer asks again within its batch age. The bulk
+    # lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their batch anyway: a fetch every fifth
+    # of that costs them little, and the embedded broker much less than one every 10 ms over a
+    # dozen partitions (an idle `guardstream up`: tansu's CPU 54 % -> 39 % of a core).
     lanes = (
         ("critical", critical_group, [TOPICS.events_critical.name],
          critical_policies(settings.sink_critical_batch_rows, settings.sink_critical_batch_ms / 1000),
-         {"fetch.wait.max.ms": critical_fetch_ms}),
+         _fetch_within(settings.sink_critical_batch_ms)),
         ("bulk", settings.sink_group, bulk_topics,
          bulk_policies(settings.sink_batch_rows, settings.sink_batch_ms / 1000),
-         {"fetch.wait.max.ms": bulk_fetch_ms}),
+         _fetch_within(settings.sink_batch_ms // 5)),
     )
     for kind, group, topics, policies, overrides in lanes:
         consumer = Consumer(consumer_config(settings, f"guardstream-sink-{kind}", group, **overrides))
         sink.loops.append(SinkLoop(kind, consumer, topics, policies, BatchWriter(settings.database_url), producer,
                                    codec, breaker, sink.stop))
     return sink
+
+
+def _fetch_within(wait_ms: int) -> dict[str, int]:
+    """Consumer overrides: a fetch waits at most ``wait_ms`` (kept within 5..500 ms)."""
+    return {"fetch.wait.max.ms": max(5, min(500, wait_ms))}
 
 
 def readiness(sink: Sink) -> ReadyCheck:
