@@ -86,7 +86,9 @@ class Stack:
             "GUARDSTREAM_PROFILE": "embedded", "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}", "GUARDSTREAM_REPLICATION_FACTOR": "1",
             "GUARDSTREAM_JWT_SECRET": SECRET, "GUARDSTREAM_STATE_DIR": str(self.tmp / "state"),
-            "GUARDSTREAM_GATEWAY_PORT": str(free_port()), "GUARDSTREAM_DEFAULT_TENANT": TENANT})
+            "GUARDSTREAM_GATEWAY_PORT": str(free_port()), "GUARDSTREAM_DEFAULT_TENANT": TENANT,
+            # settings of the caller's environment apply too (GUARDSTREAM_BRIDGE_LINGER_MS=3 ...)
+            **{k: v for k, v in os.environ.items() if k.startswith("GUARDSTREAM_")}})
         topics.apply(settings)
         for command in ("bridge", "worker", "gateway"):
             port = free_port()

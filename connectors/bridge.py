@@ -8,8 +8,9 @@ session and redelivers what was not acknowledged; the copy that may already be
 in Kafka carries the same ``msg.id``, which later stages drop. QoS 0 is best
 effort, and counted.
 
-Back-pressure: at most ``GUARDSTREAM_BRIDGE_MAX_INFLIGHT`` messages are
-unconfirmed; MQTT 5 tells the broker so (Receive Maximum), and the receiving
+Back-pressure: at most ``GUARDSTREAM_BRIDGE_MAX_INFLIGHT`` QoS >= 1 messages are
+unconfirmed (QoS 0 messages have no acknowledgement to hold; the producer's
+bounded queue is what stops the receiving thread for them); MQTT 5 tells the broker so (Receive Maximum), and the receiving
 thread stops reading when the window is full, so while Kafka is unreachable
 the bridge stops acknowledging and its memory stays bounded. The producer
 retries without a deadline, so the bridge resumes on its own.
@@ -60,6 +61,10 @@ log = logging.getLogger("guardstream.bridge")
 # before the MQTT acknowledgement and before the record reaches the stream workers.
 # The alerts lane never lingers: a panic alert goes out at once.
 ALERTS_LINGER_MS = 0
+# The producer's queue, bounded: it is all that holds QoS 0 messages while Kafka is away
+# (QoS >= 1 ones are held by the window), so the bridge's memory stays bounded for them too.
+QUEUE_MAX_MESSAGES = 20_000
+QUEUE_MAX_KBYTES = 64 * 1024
 # The kafka-poll thread serves delivery reports when the MQTT thread has not for this long.
 IDLE_POLL_S = 0.02
 
@@ -104,7 +109,8 @@ class Bridge:
         self.producer = Producer(producer_config(
             settings, client_id,
             # no deadline: while Kafka is away, records wait and MQTT acks wait with them
-            **{"message.timeout.ms": 0, "linger.ms": linger_ms, "error_cb": self._on_kafka_error}))
+            **{"message.timeout.ms": 0, "linger.ms": linger_ms, "error_cb": self._on_kafka_error,
+               "queue.buffering.max.messages": QUEUE_MAX_MESSAGES, "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES}))
         self._last_polled = 0.0  # when the MQTT thread last served delivery reports (monotonic)
         # labelled metric children, looked up once each: labels() costs more than inc()
         self._children: dict[tuple[object, ...], Any] = {}
@@ -226,9 +232,11 @@ class Bridge:
                             getattr(props, "ContentType", None),
                             tuple(getattr(props, "UserProperty", ()) or ()))
         decision = decide(incoming, self.rules, self.settings.bridge_id, self.settings.bridge_max_payload_bytes)
-        ticket = self._admit(message)
-        if ticket is None:
-            return  # stopping; not acknowledged: the broker redelivers it to the next run
+        # QoS 0 has no acknowledgement to hold, so no place in the window: its memory is
+        # bounded by the producer's queue (a full queue blocks this thread in _produce)
+        ticket = self._admit(message) if message.qos else None
+        if self.stopping.is_set():
+            return  # not acknowledged: the broker redelivers a QoS >= 1 message to the next run
         self._child(self.metrics.received, decision.prefix, str(message.qos)).inc()
         if message.dup:
             self.metrics.redelivered.inc()
@@ -241,7 +249,8 @@ class Bridge:
         self._last_polled = time.monotonic()
 
     def _admit(self, message: mqtt.MQTTMessage) -> Ticket | None:
-        """A ticket in the window of unconfirmed messages, waiting for room; None when stopping."""
+        """A ticket in the window of unconfirmed messages, waiting for room; None when stopping
+        (or, once the window is full, the moment it is)."""
         with self._window:
             # while this thread waits, the kafka-poll thread serves the delivery reports that make room
             while self.acks.full and not self.stopping.is_set():
@@ -250,7 +259,7 @@ class Bridge:
                 return None
             return self.acks.add(message.mid, message.qos)
 
-    def _dead_letter(self, refusal: Refuse, incoming: Incoming, ticket: Ticket, received: float) -> None:
+    def _dead_letter(self, refusal: Refuse, incoming: Incoming, ticket: Ticket | None, received: float) -> None:
         letter, headers = dead_letter("bridge", refusal.reason, refusal.detail, Source(incoming.topic),
                                       incoming.payload, incoming.received_ms)
         self._produce(TOPICS.dlq_bridge.name, None, self.codec.encode(DEAD_LETTER, letter),
@@ -258,12 +267,12 @@ class Bridge:
                       self._delivered(ticket, received,
                                       self._child(self.metrics.refused, refusal.prefix, refusal.reason)))
 
-    def _delivered(self, ticket: Ticket, received: float,
+    def _delivered(self, ticket: Ticket | None, received: float,
                    counter: Counter) -> Callable[[KafkaError | None, object], None]:
         """The delivery callback of one record: count it, then release the MQTT acks now due."""
         return partial(self._on_delivery, ticket, received, counter)
 
-    def _on_delivery(self, ticket: Ticket, received: float, counter: Counter, error: KafkaError | None,
+    def _on_delivery(self, ticket: Ticket | None, received: float, counter: Counter, error: KafkaError | None,
                      record: object) -> None:
         if error is not None:
             # only non-retriable errors end up here (retries have no deadline): loud, and no ack
@@ -274,6 +283,8 @@ class Bridge:
         self._kafka_reachable()
         counter.inc()
         self.metrics.ack_latency.observe(time.monotonic() - received)
+        if ticket is None:
+            return  # QoS 0: nothing to acknowledge
         with self._window:
             due = self.acks.confirm(ticket)
             self._window.notify_all()

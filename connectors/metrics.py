@@ -33,7 +33,7 @@ class BridgeMetrics:
             refused=Counter("guardstream_bridge_refused_total", "Messages refused (sent to the dead-letter topic).",
                             ["topic", "reason"], registry=r),
             inflight=Gauge("guardstream_bridge_inflight_messages",
-                           "Messages received from MQTT and not yet acknowledged by Kafka.", registry=r),
+                           "QoS >= 1 messages received from MQTT whose MQTT acknowledgement waits for Kafka.", registry=r),
             ack_latency=Histogram("guardstream_bridge_ack_latency_seconds",
                                   "From MQTT receipt to the Kafka acknowledgement.", registry=r,
                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)),
