@@ -65,6 +65,9 @@ ALERTS_LINGER_MS = 0
 # (QoS >= 1 ones are held by the window), so the bridge's memory stays bounded for them too.
 QUEUE_MAX_MESSAGES = 20_000
 QUEUE_MAX_KBYTES = 64 * 1024
+# While messages flow, the MQTT thread serves delivery reports at most this often rather
+# than after every message: each poll releases and retakes the GIL.
+SERVE_REPORTS_S = 0.001
 # The kafka-poll thread serves delivery reports when the MQTT thread has not for this long.
 IDLE_POLL_S = 0.02
 
@@ -245,8 +248,9 @@ class Bridge:
                           self._delivered(ticket, received, self._child(self.metrics.forwarded, decision.prefix)))
         else:
             self._dead_letter(decision, incoming, ticket, received)
-        self.producer.poll(0)  # delivery reports due by now: acks, and room in the window
-        self._last_polled = time.monotonic()
+        if received - self._last_polled >= SERVE_REPORTS_S:
+            self.producer.poll(0)  # delivery reports due by now: acks, and room in the window
+            self._last_polled = time.monotonic()
 
     def _admit(self, message: mqtt.MQTTMessage) -> Ticket | None:
         """A ticket in the window of unconfirmed messages, waiting for room; None when stopping
