@@ -9,11 +9,12 @@ in Kafka carries the same ``msg.id``, which later stages drop. QoS 0 is best
 effort, and counted.
 
 Back-pressure: at most ``GUARDSTREAM_BRIDGE_MAX_INFLIGHT`` QoS >= 1 messages are
-unconfirmed (QoS 0 messages have no acknowledgement to hold; the producer's
-bounded queue is what stops the receiving thread for them); MQTT 5 tells the broker so (Receive Maximum), and the receiving
+unconfirmed; MQTT 5 tells the broker so (Receive Maximum), and the receiving
 thread stops reading when the window is full, so while Kafka is unreachable
-the bridge stops acknowledging and its memory stays bounded. The producer
-retries without a deadline, so the bridge resumes on its own.
+the bridge stops acknowledging and its memory stays bounded. QoS 0 messages
+have no acknowledgement to hold and take no place in the window; the
+producer's bounded queue is what stops the receiving thread for them. The
+producer retries without a deadline, so the bridge resumes on its own.
 
 Throughput (``bench/bridge_throughput.py``): the MQTT network thread serves
 Kafka's delivery reports itself while messages flow, so one thread holds the
@@ -113,7 +114,8 @@ class Bridge:
             settings, client_id,
             # no deadline: while Kafka is away, records wait and MQTT acks wait with them
             **{"message.timeout.ms": 0, "linger.ms": linger_ms, "error_cb": self._on_kafka_error,
-               "queue.buffering.max.messages": QUEUE_MAX_MESSAGES, "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES}))
+               "queue.buffering.max.messages": QUEUE_MAX_MESSAGES,
+               "queue.buffering.max.kbytes": QUEUE_MAX_KBYTES}))
         self._last_polled = 0.0  # when the MQTT thread last served delivery reports (monotonic)
         # labelled metric children, looked up once each: labels() costs more than inc()
         self._children: dict[tuple[object, ...], Any] = {}
@@ -253,8 +255,7 @@ class Bridge:
             self._last_polled = time.monotonic()
 
     def _admit(self, message: mqtt.MQTTMessage) -> Ticket | None:
-        """A ticket in the window of unconfirmed messages, waiting for room; None when stopping
-        (or, once the window is full, the moment it is)."""
+        """A ticket in the window of unconfirmed messages, waiting for room; None when stopping."""
         with self._window:
             # while this thread waits, the kafka-poll thread serves the delivery reports that make room
             while self.acks.full and not self.stopping.is_set():
