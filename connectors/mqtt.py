@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.errors import UnavailableError
 from guardstream.infra.settings import Settings
 
@@ -46,16 +47,17 @@ def is_v5(settings: Settings) -> bool:
 
 def new_client(settings: Settings, client_id: str, *, manual_ack: bool = False,
                persistent: bool = False) -> mqtt.Client:
-    """A paho client (callback API v2) with TLS and credentials applied; not yet connected.
+    """A paho client (callback API v2, reading ahead: ``mqtt_reader.py``) with TLS and
+    credentials applied; not yet connected.
 
     ``persistent`` asks the broker to keep the session (subscriptions and
     unacknowledged messages) across disconnects: clean session off in 3.1.1,
     clean start off with a session expiry in 5.
     """
     v5 = is_v5(settings)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                         clean_session=None if v5 else not persistent, manual_ack=manual_ack)
+    client = ReadAheadClient(CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                             clean_session=None if v5 else not persistent, manual_ack=manual_ack)
     ep = endpoint(settings)
     if ep.username:
         client.username_pw_set(ep.username, ep.password)
