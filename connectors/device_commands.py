@@ -120,13 +120,14 @@ class CommandRelay:
         else:
             self._wait_connected()
             info = self.client.publish(decision.topic, decision.payload, qos=decision.qos)
+            why = None
             try:
                 info.wait_for_publish(timeout=10)
-                sent = info.is_published()
-            except (RuntimeError, ValueError) as exc:
-                sent, why = False, str(exc)
-            result = outcome(command, "SENT" if sent else "FAILED", time.time_ns() // 1_000_000,
-                             None if sent else f"MQTT publish not confirmed: {info.rc}")
+                if not info.is_published():
+                    why = f"MQTT publish not confirmed: {info.rc}"
+            except (RuntimeError, ValueError) as exc:  # paho's refusal: queue full, not connected
+                why = f"MQTT publish refused: {exc}"
+            result = outcome(command, "FAILED" if why else "SENT", time.time_ns() // 1_000_000, why)
         self.metrics.outcomes.labels(result["outcome"]).inc()
         self.producer.produce(TOPICS.commands_outcomes.name, self.codec.encode(OUTCOME, result),
                               command["device_id"].encode())
