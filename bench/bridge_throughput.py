@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from embedded import embedded_env
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.mapping import DEFAULT_RULES
@@ -210,9 +211,8 @@ def start_servers(supervisor: Supervisor, work: Path) -> tuple[dict, str]:
     supervisor.start(tansu_spec(kafka_port))
     spec, broker = mqtt_spec(mqtt_port, work / "mqtt")
     supervisor.start(spec)
-    env = {"GUARDSTREAM_PROFILE": "embedded", "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
-           "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}", "GUARDSTREAM_REPLICATION_FACTOR": "1",
-           "GUARDSTREAM_LOG_LEVEL": "warning"}
+    env = embedded_env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{kafka_port}", MQTT_URL=f"mqtt://127.0.0.1:{mqtt_port}",
+                       GUARDSTREAM_LOG_LEVEL="warning")
     wait_until(lambda: kafka_answers(env["KAFKA_BOOTSTRAP_SERVERS"]), 30, "tansu")
     wait_until(lambda: tcp_accepts("127.0.0.1", mqtt_port), 30, broker)
     topics.apply(Settings.from_env(env))

@@ -33,6 +33,7 @@ from tempfile import TemporaryDirectory
 
 import paho.mqtt.client as mqtt
 import websockets
+from embedded import embedded_env
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.raw import message_id
@@ -82,13 +83,10 @@ class Stack:
         bootstrap = f"127.0.0.1:{kafka_port}"
         wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
         wait_until(lambda: tcp_accepts("127.0.0.1", mqtt_port), 30, "mosquitto")
-        settings = Settings.from_env({
-            "GUARDSTREAM_PROFILE": "embedded", "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "MQTT_URL": f"mqtt://127.0.0.1:{mqtt_port}", "GUARDSTREAM_REPLICATION_FACTOR": "1",
-            "GUARDSTREAM_JWT_SECRET": SECRET, "GUARDSTREAM_STATE_DIR": str(self.tmp / "state"),
-            "GUARDSTREAM_GATEWAY_PORT": str(free_port()), "GUARDSTREAM_DEFAULT_TENANT": TENANT,
-            # settings of the caller's environment apply too (GUARDSTREAM_BRIDGE_LINGER_MS=3 ...)
-            **{k: v for k, v in os.environ.items() if k.startswith("GUARDSTREAM_")}})
+        settings = Settings.from_env(embedded_env(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap, MQTT_URL=f"mqtt://127.0.0.1:{mqtt_port}",
+            GUARDSTREAM_JWT_SECRET=SECRET, GUARDSTREAM_STATE_DIR=str(self.tmp / "state"),
+            GUARDSTREAM_GATEWAY_PORT=str(free_port()), GUARDSTREAM_DEFAULT_TENANT=TENANT))
         topics.apply(settings)
         for command in ("bridge", "worker", "gateway"):
             port = free_port()

@@ -29,6 +29,7 @@ import time
 import urllib.request
 
 from confluent_kafka import Producer
+from embedded import embedded_env
 
 from guardstream.gateway.auth import issue
 from guardstream.infra import topics
@@ -147,8 +148,7 @@ def main() -> None:
     children = [subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        settings = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_REPLICATION_FACTOR": "1",
-                                      "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}"})
+        settings = Settings.from_env(embedded_env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{kafka_port}"))
         wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 30, "tansu")
         topics.apply(settings)
         env = {**os.environ, **settings.replace(metrics_port=metrics_port).as_env(),

@@ -25,6 +25,7 @@ import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from embedded import embedded_env
 
 from guardstream.infra.kafka import admin_config, consumer_config, probe_end_offsets, producer_config
 from guardstream.infra.lag.collect import LagCollector
@@ -89,7 +90,7 @@ def main() -> None:
     scrapes = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     broker, bootstrap = start_broker()
     try:
-        settings = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+        settings = Settings.from_env(embedded_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap))
         create_and_fill(settings)
         commit_groups(settings, 0)
         collector = LagCollector(settings)

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Producer
+from embedded import embedded_env
 
 from guardstream.infra import topics
 from guardstream.infra.catalog import TOPICS
@@ -162,8 +163,7 @@ def main() -> None:
     try:
         bootstrap = f"127.0.0.1:{port}"
         wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
-        settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "GUARDSTREAM_PROFILE": "embedded",
-                                      "GUARDSTREAM_REPLICATION_FACTOR": "1"})
+        settings = Settings.from_env(embedded_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap))
         topics.apply(settings)
         fill(settings, n, n_fences)
         print(f"{n:,} GPS fixes from 1,000 guards, {n_fences:,} geofences")
