@@ -169,7 +169,7 @@ class Settings:
                                           "override the catalog's replication factor (1 on the embedded stack)")
     partitions_max: int | None = _var("GUARDSTREAM_PARTITIONS_MAX", _optional(_int_range(1, 10000)), None,
                                       "cap on the catalog's partition counts when topics are created "
-                                      "(default: none; embedded: 2)")
+                                      "(default: none; embedded: 1)")
     database_url: str = _var("DATABASE_URL", _url("postgresql", "postgres"),
                              "postgresql://postgres@127.0.0.1:5432/guardstream", "PostgreSQL connection URL")
     mqtt_url: str = _var("MQTT_URL", _url("mqtt", "mqtts", "tcp", "ssl"), "mqtt://127.0.0.1:1883",
@@ -318,12 +318,14 @@ class Settings:
     @property
     def partition_cap(self) -> int | None:
         """The partition cap in force. A single embedded broker pays per partition on every
-        fetch (measured on tansu: a consumer of 24 idle partitions polling every 10 ms costs
-        the broker 19 % of a core, of 6 partitions 8 %), so the local stack keeps two: enough
-        to exercise per-partition code, cheap enough to leave the CPU to the pipeline."""
+        look into its store, and it looks several times per idle fetch (measured on tansu: an
+        idle consumer of 4 topics costs it 15 % of a core with two partitions each, 9 % with
+        one), so the local stack keeps one and leaves the CPU to the pipeline (the README's
+        Performance section has the end-to-end figures of both). The local stack runs one
+        worker, sink and gateway; GUARDSTREAM_PARTITIONS_MAX gives it more to share."""
         if self.partitions_max is not None:
             return self.partitions_max
-        return 2 if self.embedded else None
+        return 1 if self.embedded else None
 
     def as_env(self) -> dict[str, str]:
         """The environment that rebuilds these settings in a child process."""

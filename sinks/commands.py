@@ -60,11 +60,12 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     bulk_topics = [t.name for t in TOPICS.events()[1:]] + [
         TOPICS.geofences.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name,
         TOPICS.alerts_actions.name]
-    # A broker may hold an idle fetch for fetch.wait.max.ms before answering (tansu does even when a
-    # record arrives meanwhile), so the critical consumer asks again within its batch age. The bulk
-    # lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their batch anyway: a fetch every fifth
-    # of that costs them little, and the embedded broker much less than one every 10 ms over a
-    # dozen partitions (an idle `guardstream up`: tansu's CPU 54 % -> 39 % of a core).
+    # A broker may hold an idle fetch for up to fetch.wait.max.ms before answering (tansu looks for
+    # new records only after half the wait, then half the rest, ...), so the critical consumer asks
+    # again within its batch age. The bulk lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their
+    # batch anyway: a fetch every fifth of that costs them little, and the embedded broker much less
+    # than one every 10 ms over a dozen partitions (an idle `guardstream up`: tansu's CPU 54 % -> 39 %
+    # of a core).
     lanes = (
         ("critical", critical_group, [TOPICS.events_critical.name],
          critical_policies(settings.sink_critical_batch_rows, settings.sink_critical_batch_ms / 1000),

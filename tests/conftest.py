@@ -96,12 +96,14 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(kafka_bootstrap: str, mqtt_url: str) -> Settings:
-    """Settings for the embedded profile pointed at the session's servers."""
+    """Settings for the embedded profile pointed at the session's servers, with two
+    partitions per topic (the local stack keeps one) so that per-partition code is exercised."""
     return Settings.from_env({
         "GUARDSTREAM_PROFILE": "embedded",
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "MQTT_URL": mqtt_url,
         "GUARDSTREAM_REPLICATION_FACTOR": "1",
+        "GUARDSTREAM_PARTITIONS_MAX": "2",
     })
 
 

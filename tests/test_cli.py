@@ -30,7 +30,7 @@ def test_settings_table_hides_secrets():
 
 def test_topics_apply_and_list_against_the_broker(settings):
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "GUARDSTREAM_REPLICATION_FACTOR": "1",
-           "GUARDSTREAM_PROFILE": "embedded"}
+           "GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_PARTITIONS_MAX": str(settings.partitions_max)}
     first = _run(["topics", "apply"], **env)
     assert first.returncode == 0, first.stderr
     second = _run(["topics", "apply"], **env)

@@ -1,5 +1,3 @@
-from dataclasses import replace
-
 from confluent_kafka import Producer
 
 from guardstream.infra import topics
@@ -25,7 +23,7 @@ def test_plan_creates_what_is_missing_and_nothing_when_equal():
 
 def test_the_partition_cap_is_the_embedded_default_and_keeps_partitions_aligned():
     embedded = sized(Settings.from_env({"GUARDSTREAM_PROFILE": "embedded"}), TOPICS.all())
-    assert {t.name: t.partitions for t in embedded} == {t.name: min(t.partitions, 2) for t in TOPICS.all()}
+    assert {t.name: t.partitions for t in embedded} == {t.name: 1 for t in TOPICS.all()}
     by_name = {t.name: t for t in embedded}
     assert {by_name[t.name].partitions for t in TOPICS.raw()} == {by_name[TOPICS.worker_state.name].partitions}
     assert sized(Settings.from_env({}), TOPICS.all()) == TOPICS.all()
