@@ -73,7 +73,11 @@ def tcp_accepts(host: str, port: int) -> bool:
 
 
 def kafka_answers(bootstrap: str) -> bool:
+    """Whether a Kafka broker answers metadata requests at ``bootstrap`` yet."""
     from confluent_kafka.admin import AdminClient
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not tcp_accepts(host, int(port)):
+        return False  # not listening yet: asked now, librdkafka would print "Connection refused" to stderr
     try:
         AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1)
         return True
