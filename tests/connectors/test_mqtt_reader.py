@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from support.mqtt_packets import encode_length, encode_packet, encode_publish_body, publish_first_byte
 
 from guardstream.connectors.mqtt import connect, endpoint, new_client
 from guardstream.connectors.mqtt_reader import READ_SIZE, ReadAheadClient
@@ -402,29 +403,19 @@ def test_after_the_broker_drops_a_half_read_packet_the_reconnected_client_reads_
 # -- on a socket pair: the test decides where each recv ends ------------------------------------
 
 
-def encode_length(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        value, digit = divmod(value, 128)
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def encode_packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + encode_length(len(body)) + body
-
-
 def encode_publish(topic: str, payload: bytes, qos: int, mid: int, *, retain: bool = False, dup: bool = False,
                    properties: Properties | None = None, v5: bool = True) -> bytes:
     """A PUBLISH packet as the broker would send it (3.3)."""
-    first = 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    body = len(topic.encode()).to_bytes(2, "big") + topic.encode()
-    if qos:
-        body += mid.to_bytes(2, "big")
-    if v5:
-        body += properties.pack() if properties is not None else b"\x00"
-    return encode_packet(first, body + payload)
+    block = property_block(properties) if properties is not None else b""
+    return encode_packet(publish_first_byte(qos, retain, dup),
+                         encode_publish_body(topic.encode(), payload, qos, mid, block, v5))
+
+
+def property_block(properties: Properties) -> bytes:
+    """paho's packed properties without the length in front of them."""
+    packed = properties.pack()
+    prefix = next(n for n in range(1, 5) if encode_length(len(packed) - n) == packed[:n])
+    return packed[prefix:]
 
 
 def pubrel(mid: int) -> bytes:

@@ -17,40 +17,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from paho.mqtt import _packet as paho_packet
 from paho.mqtt.client import MQTTv5, MQTTv311
+from support.mqtt_packets import encode_length, encode_packet, encode_publish_body, publish_first_byte
 
 from guardstream.connectors.mqtt_wire import Cut, MalformedPacket, Publish, cut_packets, read_length, read_publish
 from guardstream.errors import InputError
-
-# -- encoders written from the standard ---------------------------------------------------------
-
-
-def encode_length(value: int) -> bytes:
-    """The variable byte integer of 2.2.3: seven bits a byte, least significant first."""
-    assert 0 <= value <= 268_435_455
-    out = bytearray()
-    while True:
-        value, digit = divmod(value, 128)
-        out.append(digit | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def encode_packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + encode_length(len(body)) + body
-
-
-def publish_first_byte(qos: int, retain: bool = False, dup: bool = False) -> int:
-    return 0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-
-
-def encode_publish_body(topic: bytes, payload: bytes, qos: int, mid: int, properties: bytes, v5: bool) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic
-    if qos:
-        body += mid.to_bytes(2, "big")
-    if v5:
-        body += encode_length(len(properties)) + properties
-    return body + payload
-
 
 # -- read_length --------------------------------------------------------------------------------
 
