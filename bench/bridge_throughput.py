@@ -37,8 +37,8 @@ from embedded import embedded_env
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.mapping import DEFAULT_RULES
-from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.connectors.mqtt import endpoint
+from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.connectors.simulation import Fleet
 from guardstream.connectors.simulator import Publisher, load_demo_fences, now_ms
 from guardstream.infra import topics

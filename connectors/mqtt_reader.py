@@ -12,8 +12,8 @@ sessions, keep-alive, acknowledgements, QoS 2, reconnecting) and changes only
 how bytes become packets:
 
 * one ``recv`` of up to :data:`READ_SIZE` bytes per call, cut into every
-  complete packet it holds (``mqtt_wire.cut_packets``); the incomplete rest
-  waits for the next ``recv``;
+  complete packet it holds; the incomplete rest waits for the next ``recv``
+  (``mqtt_wire.PacketBuffer``);
 * a QoS 0 or 1 PUBLISH without properties is read by ``mqtt_wire.read_publish``
   and handed on with ``properties`` None; one with properties, and every QoS 2
   PUBLISH, goes through paho's own handling unchanged.
@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTErrorCode, MQTTMessage
 from paho.mqtt.properties import MalformedPacket as PahoMalformedPacket  # its home in paho 2.0-2.2
 
-from guardstream.connectors.mqtt_wire import MalformedPacket, cut_packets, read_publish
+from guardstream.connectors.mqtt_wire import MalformedPacket, PacketBuffer, read_publish
 
 # One recv takes this much at most: about 500 telemetry messages, or a 16 KiB TLS record.
 READ_SIZE = 64 * 1024
@@ -50,14 +50,12 @@ class ReadAheadClient(mqtt.Client):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._read_sock: object = None  # the socket the buffered bytes came from
-        self._chunks: list[bytes] = []  # bytes received and not yet cut into packets
-        self._buffered = 0
-        self._needed = 0  # bytes the first incomplete packet needs in all; 0 when unknown
+        self._buffer = PacketBuffer()
 
     def _packet_read(self) -> MQTTErrorCode:
         sock = self._sock
         if sock is not self._read_sock:  # a new connection: nothing of the last one carries over
-            self._read_sock, self._chunks, self._buffered, self._needed = sock, [], 0, 0
+            self._read_sock, self._buffer = sock, PacketBuffer()
         try:
             data = self._sock_recv(READ_SIZE)
         except BlockingIOError:
@@ -69,16 +67,8 @@ class ReadAheadClient(mqtt.Client):
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
         with self._msgtime_mutex:
             self._last_bytes_received = time.monotonic()
-        if self._chunks:
-            self._chunks.append(data)
-            self._buffered += len(data)
-            if self._buffered < self._needed:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS  # a large packet still arriving: join once, when whole
-            data = b"".join(self._chunks)
-        cut = cut_packets(data)
-        rest = data[cut.used:]
-        self._chunks, self._buffered, self._needed = ([rest], len(rest), cut.needed) if rest else ([], 0, 0)
-        for first, body in cut.packets:
+        packets, malformed = self._buffer.feed(data)
+        for first, body in packets:
             self._in_packet = {"command": first, "have_remaining": 1, "remaining_count": [],
                                "remaining_mult": 1, "remaining_length": len(body), "to_process": 0,
                                "packet": body, "pos": 0}
@@ -92,8 +82,8 @@ class ReadAheadClient(mqtt.Client):
             if self._sock is not sock:
                 break  # the connection closed under a callback: what follows is for no one
         self._in_packet = _idle_packet()
-        if cut.malformed:
-            self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", cut.malformed)
+        if malformed:
+            self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", malformed)
             return MQTTErrorCode.MQTT_ERR_PROTOCOL
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 

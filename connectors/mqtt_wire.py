@@ -2,9 +2,10 @@
 
 Bytes in, values out: :func:`cut_packets` splits whatever one ``recv`` returned
 into complete packets (first byte and body) and says where the incomplete rest
-begins; :func:`read_publish` reads one PUBLISH body into its fields (MQTT 3.1.1
-and 5, OASIS sections 2.2 and 3.3). The socket and the paho client around them
-are in ``mqtt_reader.py``.
+begins; :class:`PacketBuffer` keeps that rest until the next ``recv`` completes
+it; :func:`read_publish` reads one PUBLISH body into its fields (MQTT 3.1.1 and
+5, OASIS sections 2.2 and 3.3). The socket and the paho client around them are
+in ``mqtt_reader.py``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,32 @@ def cut_packets(buffer: bytes) -> Cut:
         packets.append((buffer[at], buffer[body:body + length]))
         at = body + length
     return Cut(packets, at, 0)
+
+
+class PacketBuffer:
+    """The bytes of one connection in, as ``recv`` brought them; whole packets out.
+
+    The incomplete rest of one ``recv`` waits for the next. A large packet arriving
+    over many ``recv`` calls is joined once, when it can be whole, not at every call.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []  # received and not yet cut into packets
+        self.buffered = 0  # bytes held
+        self._needed = 0  # bytes the first incomplete packet needs in all; 0 when unknown
+
+    def feed(self, data: bytes) -> tuple[list[tuple[int, bytes]], str]:
+        """(the packets ``data`` completes, why the bytes after them cannot be a packet or "")."""
+        if self._chunks:
+            self._chunks.append(data)
+            self.buffered += len(data)
+            if self.buffered < self._needed:
+                return [], ""
+            data = b"".join(self._chunks)
+        cut = cut_packets(data)
+        rest = data[cut.used:]
+        self._chunks, self.buffered, self._needed = ([rest], len(rest), cut.needed) if rest else ([], 0, 0)
+        return cut.packets, cut.malformed
 
 
 def read_publish(first: int, body: bytes, v5: bool) -> Publish:

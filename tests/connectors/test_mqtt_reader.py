@@ -258,21 +258,18 @@ def assert_same_as_stock_paho(stock: list[Seen], read_ahead: list[Seen], message
             assert theirs == ours, m.topic
 
 
-def test_mqtt5_messages_reach_the_read_ahead_client_as_they_reach_stock_paho(mqtt_settings, unique):
-    messages = message_set(f"gs-reader/{unique}", with_properties=True)
-    assert len(messages) == 45
-    stock, read_ahead, reads = receive_on_both(mqtt_settings, unique, mqtt.MQTTv5, messages)
-    assert_same_as_stock_paho(stock, read_ahead, messages, mqtt.MQTTv5)
+@pytest.mark.parametrize(("protocol", "with_properties", "count", "large"), [
+    pytest.param(mqtt.MQTTv5, True, 45, 15, id="mqtt5"),
+    pytest.param(mqtt.MQTTv311, False, 15, 5, id="mqtt311"),
+])
+def test_messages_reach_the_read_ahead_client_as_they_reach_stock_paho(mqtt_settings, unique, protocol,
+                                                                       with_properties, count, large):
+    messages = message_set(f"gs-reader/{unique}", with_properties=with_properties)
+    assert len(messages) == count
+    stock, read_ahead, reads = receive_on_both(mqtt_settings, unique, protocol, messages)
+    assert_same_as_stock_paho(stock, read_ahead, messages, protocol)
     # the 300 KB packets arrived in many recv calls, none larger than READ_SIZE
-    assert max(reads) <= READ_SIZE and sum(reads) > 15 * 300_000
-
-
-def test_mqtt311_messages_reach_the_read_ahead_client_as_they_reach_stock_paho(mqtt_settings, unique):
-    messages = message_set(f"gs-reader/{unique}", with_properties=False)
-    assert len(messages) == 15
-    stock, read_ahead, reads = receive_on_both(mqtt_settings, unique, mqtt.MQTTv311, messages)
-    assert_same_as_stock_paho(stock, read_ahead, messages, mqtt.MQTTv311)
-    assert max(reads) <= READ_SIZE and sum(reads) > 5 * 300_000
+    assert max(reads) <= READ_SIZE and sum(reads) > large * 300_000
 
 
 # -- c: order and acknowledgements --------------------------------------------------------------
@@ -357,7 +354,7 @@ def test_after_the_broker_drops_a_half_read_packet_the_reconnected_client_reads_
             received.append(message.payload)
 
     def on_disconnect(client, userdata, flags, reason, properties):
-        buffered_at_drop.append(client._buffered)  # the read-ahead buffer of the dropped connection
+        buffered_at_drop.append(client._buffer.buffered)  # the read-ahead buffer of the dropped connection
 
     subscriber = Subscriber(ReadAheadClient, mqtt_settings, client_id, mqtt.MQTTv5, topic, 0)
     subscriber.client.on_message = on_message
