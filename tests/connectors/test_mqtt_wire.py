@@ -19,7 +19,8 @@ from paho.mqtt import _packet as paho_packet
 from paho.mqtt.client import MQTTv5, MQTTv311
 from support.mqtt_packets import encode_length, encode_packet, encode_publish_body, publish_first_byte
 
-from guardstream.connectors.mqtt_wire import Cut, MalformedPacket, Publish, cut_packets, read_length, read_publish
+from guardstream.connectors.mqtt_wire import (Cut, MalformedPacket, PacketBuffer, Publish, cut_packets, read_length,
+                                               read_publish)
 from guardstream.errors import InputError
 
 # -- read_length --------------------------------------------------------------------------------
@@ -208,6 +209,31 @@ def test_a_stream_fed_in_pieces_split_anywhere_yields_exactly_its_packets(packet
     assert got == packets
     assert rest == b""
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(packets=packet_lists, data=st.data())
+def test_a_packet_buffer_fed_pieces_split_anywhere_yields_exactly_its_packets_and_holds_only_the_rest(
+        packets, data):
+    stream = b"".join(encode_packet(first, body) for first, body in packets)
+    splits = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8), label="splits"))
+    buffer = PacketBuffer()
+    got: list[tuple[int, bytes]] = []
+    for a, b in zip([0, *splits], [*splits, len(stream)]):
+        if a == b:
+            continue  # recv never returns nothing on a live connection
+        whole, malformed = buffer.feed(stream[a:b])
+        assert malformed == ""
+        got += whole
+        assert buffer.buffered == b - sum(len(encode_packet(f, body)) for f, body in got)
+    assert got == packets and buffer.buffered == 0
+
+
+def test_a_packet_buffer_hands_on_whole_packets_before_bytes_that_cannot_be_one():
+    buffer = PacketBuffer()
+    assert buffer.feed(PINGRESP + b"\x30\xff") == ([(0xd0, b"")], "")
+    whole, malformed = buffer.feed(b"\xff\xff\xff\x7f")
+    assert whole == [] and "longer than 4 bytes" in malformed
 
 # -- read_publish: case tables ------------------------------------------------------------------
 
