@@ -42,9 +42,9 @@ from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.connectors.simulation import Fleet
 from guardstream.connectors.simulator import Publisher, load_demo_fences, now_ms
 from guardstream.infra import topics
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
 from guardstream.infra.supervisor import ChildSpec, Supervisor
+from guardstream.settings import Settings
 
 DEVICES = 1000
 QUIET_S = 3.0  # no new message for this long: the burst is over

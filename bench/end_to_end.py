@@ -39,8 +39,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from guardstream.connectors.raw import message_id
 from guardstream.gateway.auth import issue
 from guardstream.infra import topics
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
+from guardstream.settings import Settings
 
 SECRET = "bench-secret-of-the-end-to-end-run"
 TENANT = "acme"
@@ -249,7 +249,7 @@ def _read_all(settings: Settings, topic: str) -> list:
 
 def print_stages(settings: Settings, published: dict[str, float], arrived: dict[str, float]) -> None:
     """Where the time goes: publish -> bridge receipt -> raw record -> event record -> client."""
-    from guardstream.infra.catalog import TOPICS
+    from guardstream.catalog import TOPICS
     from guardstream.schemas.codec import Codec
     from guardstream.schemas.registry import FileRegistry
     raw = {dict(m.headers())["msg.id"].decode(): m for m in _read_all(settings, TOPICS.raw_guard.name)}

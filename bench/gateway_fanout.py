@@ -31,14 +31,14 @@ import urllib.request
 from confluent_kafka import Producer
 from embedded import embedded_env
 
+from guardstream.catalog import TOPICS
 from guardstream.gateway.auth import issue
 from guardstream.infra import topics
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import producer_config
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
+from guardstream.settings import Settings
 
 TENANT = "bench"
 SECRET = "bench-gateway-secret-0123456789abcdef-0123456789"

@@ -27,13 +27,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from embedded import embedded_env
 
-from guardstream.infra.kafka import admin_config, consumer_config, probe_end_offsets, producer_config
 from guardstream.infra.lag.collect import LagCollector
 from guardstream.infra.lag.exporter import LagExporter
 from guardstream.infra.lag.metrics import LagMetrics
-from guardstream.infra.observability import serve
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.kafka import admin_config, consumer_config, probe_end_offsets, producer_config
+from guardstream.observability import serve
+from guardstream.settings import Settings
 
 TOPICS, PARTITIONS, GROUPS, TOPICS_PER_GROUP = 20, 10, 20, 3
 BATCHES, BATCH = 5, 10  # records per partition: BATCHES x BATCH

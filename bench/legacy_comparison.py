@@ -36,7 +36,7 @@ from shapely.geometry import shape
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stream_worker import fence_records  # noqa: E402  (the same fences as the worker benchmark)
 
-from guardstream.infra.catalog import TOPICS  # noqa: E402
+from guardstream.catalog import TOPICS  # noqa: E402
 from guardstream.infra.migrate import migrate  # noqa: E402
 from guardstream.schemas.codec import Codec  # noqa: E402
 from guardstream.schemas.registry import FileRegistry  # noqa: E402

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.migrate import migrate
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 from guardstream.sinks.rows import GUARD_POSITIONS, plan_write
 from guardstream.sinks.writer import BatchWriter
 

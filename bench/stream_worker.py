@@ -29,12 +29,12 @@ from pathlib import Path
 from confluent_kafka import Producer
 from embedded import embedded_env
 
+from guardstream.catalog import TOPICS
 from guardstream.infra import topics
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
+from guardstream.settings import Settings
 
 FAUST_APP = textwrap.dedent('''
     import os, sys, time

@@ -42,16 +42,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
 
+from guardstream.catalog import TOPICS
 from guardstream.connectors.acks import OrderedAcks, Ticket
 from guardstream.connectors.mapping import Rule, load_rules
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
 from guardstream.connectors.raw import Forward, Incoming, Refuse, decide
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import producer_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.bridge")
 
@@ -299,8 +299,8 @@ class Bridge:
 
 def run(settings: Settings) -> int:
     """Run the bridge until SIGTERM/SIGINT; exit 1 after a fatal Kafka error."""
-    from guardstream.infra.observability import all_ready, serve
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
+    from guardstream.observability import all_ready, serve
     from guardstream.schemas.registry import registry_from_settings
 
     metrics = BridgeMetrics.create()

@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Callable
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         malformed_share=args.malformed, qos_override=args.qos_override, id_prefix=args.id_prefix)
     if args.dry_run is not None:
         return simulator.dry_run(options, args.dry_run)
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
     stop = threading.Event()
     install_stop_handlers(stop.set)
     return simulator.run(Settings.from_env(), options, stop)
@@ -52,7 +52,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _register_simulate(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("simulate", help="a simulated device fleet publishing over MQTT (demo fences of "
-                         "infra/demo_fences.geojson)")
+                         "connectors/demo_fences.geojson)")
     sim.add_argument("--devices", type=_positive(int), default=100, help="devices: 40%% guards, 30%% radios "
                      "and trackers, 30%% site sensors (default: 100)")
     sim.add_argument("--rate", type=_positive(float), default=100.0,

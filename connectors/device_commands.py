@@ -18,15 +18,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
+from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import COMMAND_TOPIC
 from guardstream.connectors.metrics import CommandMetrics
 from guardstream.connectors.mqtt import connect, new_client
 from guardstream.errors import InputError, SchemaError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import consumer_config, producer_config, take_batch
-from guardstream.infra.settings import Settings
+from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.commands")
 GROUP = "guardstream-commands"
@@ -145,8 +145,8 @@ class CommandRelay:
         self.metrics.outcomes.labels("dead_letter").inc()
 
 def run(settings: Settings) -> int:
-    from guardstream.infra.observability import serve
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
+    from guardstream.observability import serve
     from guardstream.schemas.registry import registry_from_settings
 
     metrics = CommandMetrics.create()

@@ -19,8 +19,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import ConfigError, InputError
-from guardstream.infra.catalog import TOPICS
 
 MAX_TOPIC_CHARS = 256
 _ID = re.compile(r"^[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,127}$")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from guardstream.infra.observability import new_registry
+from guardstream.observability import new_registry
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.errors import UnavailableError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.mqtt")
 

@@ -4,7 +4,7 @@ The fleet (``simulation.py``) decides every message and its simulated time;
 this module publishes each one when the monotonic clock reaches that time, so
 the rate holds over hours without drift, and a slow broker shows as a lower
 achieved rate in the summary line rather than as a growing backlog. The demo
-fences the fleet walks through are ``infra/demo_fences.geojson``;
+fences the fleet walks through are ``connectors/demo_fences.geojson``;
 :func:`import_demo_fences` writes them to the geofences topic for
 ``guardstream up --simulate``.
 """
@@ -27,17 +27,17 @@ import paho.mqtt.client as mqtt
 from guardstream.connectors.mqtt import connect, endpoint, is_v5, new_client
 from guardstream.connectors.simulation import KINDS, Fleet, Message, demo_fence_records
 from guardstream.errors import InputError, UnavailableError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.simulator")
 
-DEMO_FENCES = "demo_fences.geojson"  # beside the infra package's other data files
+DEMO_FENCES = "demo_fences.geojson"  # package data beside this module
 MAX_INFLIGHT = 65_535  # the most unacknowledged QoS 1/2 messages MQTT allows
 LATE_STOP_S = 1.0  # a run with a duration that fell behind stops at most this much late
 
 
 def load_demo_fences() -> dict[str, Any]:
-    return json.loads(resources.files("guardstream.infra").joinpath(DEMO_FENCES).read_text())
+    return json.loads(resources.files("guardstream.connectors").joinpath(DEMO_FENCES).read_text())
 
 
 def now_ms() -> int:
@@ -230,8 +230,8 @@ def import_demo_fences(settings: Settings, timeout_s: float = 15.0) -> int:
     """Write the demo fences to the geofences topic when it is empty; returns how many were written."""
     from confluent_kafka import KafkaException, Producer
 
-    from guardstream.infra.catalog import TOPICS
-    from guardstream.infra.kafka import probe_end_offsets, producer_config
+    from guardstream.catalog import TOPICS
+    from guardstream.kafka import probe_end_offsets, producer_config
     from guardstream.schemas.codec import Codec
     from guardstream.schemas.registry import registry_from_settings
 

@@ -17,25 +17,20 @@ may acknowledge and resolve its tenants' alerts.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
 
 from guardstream.errors import ConfigError, InputError
 
-if TYPE_CHECKING:
-    from guardstream.infra.settings import Settings
-
 ROLE_NOC = "noc"
 ROLE_OPERATOR = "operator"
 SUBPROTOCOL = "guardstream.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 LEEWAY_S = 10.0
-DEMO_TTL_S = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -193,21 +188,3 @@ def issue(secret: str, subject: str, tenants: Iterable[str], roles: Iterable[str
     claims = {"sub": subject, "tenants": sorted(tenants), "roles": sorted(roles), "aud": audience,
               "iat": int(now), "nbf": int(now), "exp": int(now + ttl_s)}
     return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def demo_token(settings: Settings, now: float | None = None) -> str:
-    """A 12-hour token of the demo stack: roles noc and operator, the demo fleet's tenants.
-
-    Signed with ``GUARDSTREAM_JWT_SECRET``, or on the embedded profile with the
-    secret generated into the state directory (:func:`keys.hs256_secret`).
-    """
-    from guardstream.connectors.simulator import load_demo_fences
-    from guardstream.gateway.keys import hs256_secret
-
-    secret = hs256_secret(settings)
-    if not secret:
-        raise ConfigError("GUARDSTREAM_JWT_SECRET", "a demo token needs an HS256 secret")
-    tenants = {str((f.get("properties") or {}).get("tenant")) for f in load_demo_fences()["features"]}
-    tenants.add(settings.tenant_default)
-    return issue(secret, "demo", tenants, (ROLE_NOC, ROLE_OPERATOR), settings.jwt_audience,
-                 time.time() if now is None else now, DEMO_TTL_S)

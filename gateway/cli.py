@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:

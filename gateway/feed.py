@@ -21,14 +21,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway import metrics
 from guardstream.gateway.channels import ALERT_ACTION
 from guardstream.gateway.resume import ReplayPlan, plan_replay
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
-from guardstream.infra.settings import Settings
+from guardstream.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
 from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.gateway.feed")
 TP = tuple[str, int]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from guardstream.errors import ConfigError
 from guardstream.gateway.auth import Keys
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 SECRET_FILE = "gateway-jwt-secret"
 

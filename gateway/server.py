@@ -38,8 +38,8 @@ from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolEr
 from guardstream.gateway.ratelimit import TokenBucket
 from guardstream.gateway.resume import ReplayGate
 from guardstream.gateway.web import FenceCache, Routes
-from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.gateway")
 RESUME_TOPICS = frozenset(FEED_TOPICS)
@@ -236,7 +236,7 @@ def run(settings: Settings) -> int:
 
 async def _main(settings: Settings) -> int:
     from guardstream.gateway.keys import verification_keys
-    from guardstream.infra.observability import serve as serve_metrics
+    from guardstream.observability import serve as serve_metrics
     from guardstream.schemas.registry import registry_from_settings
     from guardstream.streams import fence_admin
 

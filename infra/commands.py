@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 def _settings() -> Settings:
     return Settings.from_env()
@@ -28,8 +28,8 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_list(args: argparse.Namespace) -> int:
+    from guardstream.catalog import TOPICS
     from guardstream.infra import topics
-    from guardstream.infra.catalog import TOPICS
     from guardstream.infra.render import topics_table
     statuses = None if args.catalog else topics.describe(_settings())
     topics_table(TOPICS.all(), statuses)
@@ -84,7 +84,8 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from guardstream.infra.render import stack_report
     from guardstream.infra.stack import bring_up
-    from guardstream.infra.supervisor import Supervisor, install_stop_handlers
+    from guardstream.infra.supervisor import Supervisor
+    from guardstream.lifecycle import install_stop_handlers
     settings = _settings()
     supervisor = Supervisor()
     install_stop_handlers(supervisor.stopping.set)

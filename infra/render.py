@@ -5,36 +5,16 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
+from guardstream.catalog import DAY_MS, Topic
+from guardstream.console import emit_table, terminal
 from guardstream.errors import ConfigError
-from guardstream.infra.catalog import DAY_MS, Topic
-from guardstream.infra.settings import Secret, Settings
+from guardstream.settings import Secret, Settings
 
 if TYPE_CHECKING:
     from guardstream.infra.stack import Stack
     from guardstream.infra.topics import TopicStatus
-
-
-def _console() -> Console:
-    return Console(soft_wrap=True)
-
-
-def emit_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A rich table on a terminal; tab-separated lines, header first, when piped."""
-    console = _console()
-    if not console.is_terminal:
-        print("\t".join(columns))
-        for row in rows:
-            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
-        return
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
 
 
 def _retention(ms: int) -> str:
@@ -82,7 +62,7 @@ def stack_report(stack: Stack, settings: Settings) -> None:
         table.add_row(name, where)
     for name, port in stack.metrics_ports.items():
         table.add_row(f"{name} metrics", f"http://{settings.metrics_host}:{port}/metrics")
-    console = _console()
+    console = terminal()
     console.print(table)
     if "gateway" in stack.metrics_ports:
         console.print(f"dashboard (demo token, 12 h): {dashboard_url(settings)}", markup=False)
@@ -90,7 +70,7 @@ def stack_report(stack: Stack, settings: Settings) -> None:
 
 
 def dashboard_url(settings: Settings) -> str:
-    from guardstream.gateway.auth import demo_token
+    from guardstream.infra.demo import demo_token
     scheme = "https" if settings.gateway_tls_cert else "http"
     host = "127.0.0.1" if settings.gateway_host in ("0.0.0.0", "::", "") else settings.gateway_host
     page = f"{scheme}://{host}:{settings.gateway_port}/"

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, Component
-from guardstream.infra.settings import Settings
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
+from guardstream.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
+from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import ConfigError, UnavailableError
-from guardstream.infra.catalog import TOPICS, Topic
-from guardstream.infra.kafka import admin_config, probe_end_offsets
-from guardstream.infra.settings import Settings
+from guardstream.kafka import admin_config, probe_end_offsets
+from guardstream.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeVar
 
-from guardstream.infra.catalog import Priority, TOPICS
+from guardstream.catalog import Priority, TOPICS
 
 CONTROL_LANE = "control"
 _PRIORITY_LANES = {t.name: t.priority.value for t in TOPICS.events() if t.priority is not None}

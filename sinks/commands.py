@@ -22,10 +22,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 if TYPE_CHECKING:
-    from guardstream.infra.observability import ReadyCheck
+    from guardstream.observability import ReadyCheck
     from guardstream.sinks.consumer import SharedBreaker, SinkLoop
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class Sink:
 def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     from confluent_kafka import Consumer, Producer
 
-    from guardstream.infra.catalog import TOPICS
-    from guardstream.infra.kafka import consumer_config, producer_config
+    from guardstream.catalog import TOPICS
+    from guardstream.kafka import consumer_config, producer_config
     from guardstream.schemas.codec import Codec
     from guardstream.schemas.registry import registry_from_settings
     from guardstream.sinks.batching import bulk_policies, critical_policies
@@ -128,8 +128,8 @@ def run(sink: Sink) -> int:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
-    from guardstream.infra.observability import serve
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
+    from guardstream.observability import serve
     from guardstream.sinks.metrics import REGISTRY
 
     settings = Settings.from_env()

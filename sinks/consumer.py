@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, SchemaError, UnavailableError
-from guardstream.infra.catalog import TOPICS
 from guardstream.schemas.codec import Codec
 from guardstream.sinks import metrics
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from guardstream.infra.observability import new_registry
+from guardstream.observability import new_registry
 
 REGISTRY = new_registry("sink")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
-from guardstream.infra.catalog import TOPICS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DETAIL_LIMIT = 1000  # DeadLetter.detail: at most 1000 characters

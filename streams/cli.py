@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 def _codec(settings: Settings):
@@ -29,8 +29,8 @@ def cmd_fences_import(args: argparse.Namespace) -> int:
 
 def cmd_fences_list(args: argparse.Namespace) -> int:
     import json
-    from guardstream.infra.catalog import TOPICS
-    from guardstream.infra.render import emit_table
+    from guardstream.catalog import TOPICS
+    from guardstream.console import emit_table
     from guardstream.streams import fence_admin
     settings = Settings.from_env()
     fences = fence_admin.current(settings, _codec(settings))

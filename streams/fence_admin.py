@@ -14,11 +14,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import common_config, producer_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import common_config, producer_config
 from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
 from guardstream.streams.geofence import fences_from_geojson
 
 GEOFENCE = "guardstream.Geofence"

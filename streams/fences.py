@@ -18,11 +18,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import common_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import common_config
 from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
 from guardstream.streams.geofence import Fence, FenceIndex, fence_from_record
 
 log = logging.getLogger("guardstream.fences")

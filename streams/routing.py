@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from guardstream.infra.catalog import Priority, topic_for_priority
+from guardstream.catalog import Priority, topic_for_priority
 
 DEVICE_ALERT = "guardstream.DeviceAlert"
 PRIORITY_OF_SCHEMA: dict[str, Priority] = {

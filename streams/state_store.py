@@ -17,10 +17,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import UnavailableError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import common_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import common_config
+from guardstream.settings import Settings
 from guardstream.streams.geofence_state import DeviceState
 from guardstream.streams.rules import RuleState
 

@@ -59,8 +59,8 @@ from typing import Annotated, Any
 import msgspec
 import msgspec.inspect as mi
 
+from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import InputError
-from guardstream.infra.catalog import TOPICS, Topic
 from guardstream.schemas.contracts import current_contracts
 
 TELEMETRY = "guardstream.Telemetry"

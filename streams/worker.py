@@ -42,11 +42,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import consumer_config, producer_config, take_batch
-from guardstream.infra.settings import Settings
+from guardstream.catalog import TOPICS
+from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.settings import Settings
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
@@ -318,8 +318,8 @@ def _next_offsets(records: list[RawRecord]) -> list[TopicPartition]:
 
 
 def run(settings: Settings) -> int:
-    from guardstream.infra.observability import all_ready, serve
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
+    from guardstream.observability import all_ready, serve
     from guardstream.schemas.registry import registry_from_settings
 
     metrics = WorkerMetrics.create()

@@ -21,8 +21,8 @@ import pytest
 from support.processes import Component
 
 from guardstream.infra import topics
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
+from guardstream.settings import Settings
 
 TEST_PG_ADMIN_URL = os.environ.get("PG_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

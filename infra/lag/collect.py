@@ -20,8 +20,8 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from guardstream.errors import InputError, UnavailableError
-from guardstream.infra.kafka import admin_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import admin_config
+from guardstream.settings import Settings
 
 from .reader import OffsetReader
 from .snapshot import EMPTY, GroupObservation, Observation, Snapshot, TopicPartition, assemble, offsets_to_date

@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 if TYPE_CHECKING:
     from .collect import LagCollector
@@ -19,7 +19,7 @@ def cmd_lag_exporter(args: argparse.Namespace) -> int:
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
-    from guardstream.infra.render import emit_table
+    from guardstream.console import emit_table
     from .collect import LagCollector
     from .exporter import collection_interval_s
     from .table import COLUMNS, lag_rows
@@ -38,8 +38,8 @@ def _watch(collector: LagCollector, interval_s: float) -> int:
     """Refresh every interval until Ctrl-C; the status windows fill as the refreshes go by."""
     from rich.console import Console
     from rich.live import Live
+    from guardstream.console import emit_table
     from guardstream.errors import UnavailableError
-    from guardstream.infra.render import emit_table
     from .table import COLUMNS, lag_rows, lag_table
     console = Console()
     pause = threading.Event()  # never set: waits out the interval, and Ctrl-C still interrupts

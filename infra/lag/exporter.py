@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from guardstream.errors import UnavailableError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 from .collect import LagCollector
 from .metrics import LagMetrics
@@ -72,8 +72,8 @@ class LagExporter:
 
 def run(settings: Settings) -> int:
     """Run the exporter until SIGTERM/SIGINT."""
-    from guardstream.infra.observability import serve
-    from guardstream.infra.supervisor import install_stop_handlers
+    from guardstream.lifecycle import install_stop_handlers
+    from guardstream.observability import serve
 
     collector = LagCollector(settings)
     metrics = LagMetrics.create(time.time)

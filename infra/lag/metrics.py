@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from guardstream.infra.observability import new_registry
+from guardstream.observability import new_registry
 
 from .burrow import SEVERITY
 from .snapshot import EMPTY, Snapshot

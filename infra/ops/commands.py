@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from guardstream.errors import InputError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 if TYPE_CHECKING:
     from guardstream.schemas.codec import Codec
@@ -77,7 +77,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from guardstream.infra.render import emit_table
+    from guardstream.console import emit_table
     from .replay import reset_group
     rows = reset_group(Settings.from_env(), args.topic, args.group, args.from_time, dry_run=args.dry_run)
     verb = "would move" if args.dry_run else "moved"
@@ -138,7 +138,7 @@ def _window(cp: Checkpoint) -> str:
 
 
 def _print_plan(cp: Checkpoint, resumed: bool) -> None:
-    from guardstream.infra.render import emit_table
+    from guardstream.console import emit_table
     rows = [[str(p), str(first), str(end), str(max(0, end - first)), str(max(0, end - cp.positions[p]))]
             for p, (first, end) in sorted(cp.ranges.items())]
     emit_table(f"replay {cp.id}: {cp.source} -> {cp.into}", ["partition", "first", "end", "records", "left"], rows)
@@ -180,7 +180,7 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 def cmd_dlq_inspect(args: argparse.Namespace) -> int:
-    from guardstream.infra.render import emit_table
+    from guardstream.console import emit_table
     from .dead_letters import LETTER_COLUMNS, SUMMARY_COLUMNS, letter_row, summary_rows
     from .dlq import inspect
     settings = Settings.from_env()

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 
 from .records import Record, readable
 from .timespec import iso

@@ -20,10 +20,10 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from guardstream.errors import InputError, SchemaError, UnavailableError
-from guardstream.infra.kafka import producer_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER
+from guardstream.settings import Settings
 
 from .dead_letters import (MQTT_STAGE, Headers, Letter, Reinjection, Replayed, Skip, plan, selected, source_position,
                            topics_for)

@@ -17,7 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from guardstream.errors import GuardstreamError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 from .checks import Check, CheckFailed, CheckResult, component_checks, parse_endpoints, stack_endpoints
 from .state_files import load_json
@@ -81,8 +81,8 @@ def _alive(pid: int) -> bool:
 def kafka(settings: Settings, timeout_s: float) -> str:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
-    from guardstream.infra.catalog import TOPICS
-    from guardstream.infra.kafka import admin_config
+    from guardstream.catalog import TOPICS
+    from guardstream.kafka import admin_config
     try:
         metadata = AdminClient(admin_config(settings, "guardstream-health")).list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -20,10 +20,10 @@ from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, Ka
 from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import admin_config, producer_config
-from guardstream.infra.settings import Settings
+from guardstream.kafka import admin_config, producer_config
+from guardstream.settings import Settings
 
 from .progress import progress_for
 from .records import Record

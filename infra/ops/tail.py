@@ -14,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, SchemaError
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.settings import Settings
 from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
 
 from .positions import StartAt, starts
 from .records import TABLE_COLUMNS, Decoded, Filter, Record, fields_of, matches, table_row, view

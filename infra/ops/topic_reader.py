@@ -20,8 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from guardstream.errors import InputError, UnavailableError
-from guardstream.infra.kafka import consumer_config, probe_end_offsets
-from guardstream.infra.settings import Settings
+from guardstream.kafka import consumer_config, probe_end_offsets
+from guardstream.settings import Settings
 
 from .records import Record
 

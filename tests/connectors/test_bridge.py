@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.stack import free_port, tcp_accepts, wait_until
 from support.processes import collect
 

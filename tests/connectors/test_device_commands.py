@@ -6,9 +6,9 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import Producer
 from paho.mqtt.enums import CallbackAPIVersion
 
+from guardstream.catalog import TOPICS
 from guardstream.connectors.device_commands import Expired, Publish, decide
 from guardstream.connectors.mqtt import endpoint
-from guardstream.infra.catalog import TOPICS
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from support.processes import collect, header

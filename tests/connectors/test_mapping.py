@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
+from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import DEFAULT_RULES, Rule, load_rules, match
 from guardstream.errors import ConfigError, InputError
-from guardstream.infra.catalog import TOPICS
 
 
 @pytest.mark.parametrize("topic, kafka_topic, key", [

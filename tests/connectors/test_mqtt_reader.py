@@ -44,7 +44,7 @@ from support.mqtt_packets import encode_length, encode_packet, encode_publish_bo
 
 from guardstream.connectors.mqtt import connect, endpoint, new_client
 from guardstream.connectors.mqtt_reader import READ_SIZE, ReadAheadClient
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 WAIT_S = 15.0
 

@@ -1,6 +1,6 @@
+from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import DEFAULT_RULES
 from guardstream.connectors.raw import Forward, Incoming, Refuse, decide, message_id
-from guardstream.infra.catalog import TOPICS
 
 
 def _msg(topic="guard/g-1/gps", payload=b'{"lat": 1}', **kw):

@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from paho.mqtt.enums import CallbackAPIVersion
 from support.processes import collect
 
+from guardstream.catalog import TOPICS
 from guardstream.cli import main
 from guardstream.connectors.mapping import DEFAULT_RULES, match
 from guardstream.connectors.mqtt import endpoint
 from guardstream.connectors.simulation import MALFORMED_REASONS, Fleet, Route, demo_fence_records
 from guardstream.connectors.simulator import import_demo_fences, load_demo_fences
 from guardstream.infra import topics
-from guardstream.infra.catalog import TOPICS
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry

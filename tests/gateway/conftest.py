@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from gateway_support import GatewayProcess, start_gateway
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 @pytest.fixture(scope="session")

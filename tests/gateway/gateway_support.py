@@ -20,11 +20,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from guardstream.gateway.auth import issue
-from guardstream.infra.kafka import producer_config
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, wait_until
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
+from guardstream.settings import Settings
 
 SECRET = "gateway-tests-secret-0123456789abcdef-0123456789"
 AUDIENCE = "guardstream"

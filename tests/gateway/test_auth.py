@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 
 import jwt
@@ -17,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardstream.errors import ConfigError
-from guardstream.gateway.auth import (AuthRefused, Keys, Principal, demo_token, issue, origin_allowed, parse_origins,
+from guardstream.gateway.auth import (AuthRefused, Keys, Principal, issue, origin_allowed, parse_origins,
                                       principal_from_claims, token_from_request, verify)
 from guardstream.gateway.keys import SECRET_FILE, hs256_secret, verification_keys
 from guardstream.gateway.protocol import CLOSE_CODES
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 NOW = 1_795_000_000.0
 SECRET = "s3cret-for-tests-of-the-gateway-0123456789"
@@ -152,16 +151,6 @@ def test_origin_allowlist_parses_and_refuses_non_origins() -> None:
 def test_issue_round_trips_through_verify() -> None:
     minted = issue(SECRET, "bob", ["globex"], ["noc"], "guardstream", NOW, 60)
     assert verify(minted, KEYS, NOW + 30) == Principal("bob", frozenset({"globex"}), frozenset({"noc"}), NOW + 60)
-
-
-def test_embedded_profile_generates_one_secret_in_the_state_dir(tmp_path) -> None:
-    settings = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_STATE_DIR": str(tmp_path)})
-    first = hs256_secret(settings)
-    assert first and first == hs256_secret(settings)
-    assert os.stat(tmp_path / SECRET_FILE).st_mode & 0o777 == 0o600
-    principal = verify(demo_token(settings, NOW), verification_keys(settings), NOW + 11 * 3600)
-    assert principal.roles == {"noc", "operator"} and {"acme", "globex"} <= principal.tenants
-    assert principal.expires_at == NOW + 12 * 3600
 
 
 def test_production_needs_a_key_and_a_set_secret_wins(tmp_path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from gateway_support import CODEC, alert, position, produce, token
 from support.processes import collect, publisher
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import wait_until
 

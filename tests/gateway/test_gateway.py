@@ -13,7 +13,7 @@ from gateway_support import (ALLOWED_ORIGIN, CODEC, alert, close_of, next_messag
                              token, until, ws)
 from support.processes import collect
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.stack import wait_until
 
 pytestmark = pytest.mark.slow
@@ -226,7 +226,7 @@ def test_the_page_its_files_health_and_the_fences_of_the_token_s_tenants(gateway
                "updated_ms": 1} for t in (mine, theirs)]
     from confluent_kafka import Producer
 
-    from guardstream.infra.kafka import producer_config
+    from guardstream.kafka import producer_config
     producer = Producer(producer_config(applied, "gateway-tests"))
     for fence in fences:
         producer.produce(TOPICS.geofences.name, CODEC.encode(GEOFENCE, fence), fence["fence_id"].encode())

@@ -10,7 +10,7 @@ from guardstream.gateway.auth import Principal
 from guardstream.gateway.protocol import (Ack, Ping, ProtocolError, Subscribe, Unsubscribe, alert_action,
                                           alert_status_message, event_message, live_message, parse_client_message,
                                           subscribed_message)
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 
 HIGH, CRITICAL = TOPICS.events_high.name, TOPICS.events_critical.name
 RESUMABLE = frozenset({HIGH, CRITICAL, TOPICS.alerts_actions.name})

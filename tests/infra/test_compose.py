@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from guardstream.infra.components import COMPONENTS
-from guardstream.infra.settings import settings_vars
+from guardstream.settings import settings_vars
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "infra" / "compose.yml").read_text())

@@ -1,9 +1,6 @@
 import io
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 
 from guardstream.infra.stack import wait_until
@@ -98,39 +95,3 @@ def test_children_run_in_process_groups_of_their_own():
     finally:
         supervisor.stop(grace_s=5)
     assert not _alive(child.pid)
-
-
-STOPS_ON_SIGNAL = """
-import sys
-import threading
-from guardstream.infra.supervisor import install_stop_handlers
-stopping = threading.Event()
-install_stop_handlers(stopping.set)
-print("ready", flush=True)
-while not stopping.wait(5):
-    pass
-print("stopped", flush=True)
-sys.stdin.read()  # keeps the handlers installed until the test has sent every signal
-"""
-
-
-def test_a_burst_of_stop_signals_stops_the_process_instead_of_deadlocking_it():
-    # a terminal's Ctrl-C and a supervisor's SIGTERM can land together; a handler that takes
-    # the stop event's lock, interrupted by the next signal, waited for itself forever
-    process = subprocess.Popen([sys.executable, "-c", STOPS_ON_SIGNAL], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout.readline().strip() == "ready"
-        for number in range(2000):
-            process.send_signal(signal.SIGINT if number % 2 else signal.SIGTERM)
-        seen: list[str] = []
-        stopped = threading.Thread(target=lambda: seen.append(process.stdout.readline().strip()), daemon=True)
-        stopped.start()
-        stopped.join(15)
-        assert seen == ["stopped"], "the process did not stop: its signal handler deadlocked"
-        process.stdin.close()
-        assert process.wait(15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

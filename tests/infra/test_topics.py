@@ -1,10 +1,10 @@
 from confluent_kafka import Producer
 
+from guardstream.catalog import TOPICS, Topic
 from guardstream.infra import topics
-from guardstream.infra.catalog import TOPICS, Topic
-from guardstream.infra.kafka import probe_end_offsets
-from guardstream.infra.settings import Settings
 from guardstream.infra.topics import Existing, plan_changes, sized
+from guardstream.kafka import probe_end_offsets
+from guardstream.settings import Settings
 
 DAY = 86_400_000
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardstream.infra.catalog import TOPICS, Priority
+from guardstream.catalog import TOPICS, Priority
 from guardstream.sinks.batching import (CONTROL_LANE, EMPTY, BatchPolicy, FlushReason, bulk_policies, capacity,
                                         critical_policies, flush_reason, isolate_failures, lane_of, poll_timeout,
                                         room)

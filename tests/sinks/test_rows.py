@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
-from guardstream.infra.catalog import TOPICS
 from guardstream.schemas.contracts import EXAMPLES_DIR, current_contracts
 from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETRY, EVENT_ROWS, GEOFENCES, TABLES,
                                     AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, Refuse,

@@ -26,14 +26,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from guardstream.catalog import TOPICS
 from guardstream.infra import topics
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import consumer_config, probe_end_offsets, producer_config
 from guardstream.infra.migrate import migrate
-from guardstream.infra.settings import Settings
 from guardstream.infra.stack import free_port, wait_until
+from guardstream.kafka import consumer_config, probe_end_offsets, producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
+from guardstream.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
-from guardstream.infra.catalog import TOPICS
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import free_port
 from guardstream.sinks.rows import plan_write

@@ -4,7 +4,7 @@ import json
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.streams.geofence import FenceIndex, fence_from_record
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.pipeline import RawRecord, State, process

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from guardstream.infra.catalog import TOPICS, Priority, topic_for_priority
+from guardstream.catalog import TOPICS, Priority, topic_for_priority
 from guardstream.schemas.contracts import current_contracts
 from guardstream.streams.routing import PRIORITY_OF_SCHEMA, DeadLetter, Emit, emit_for, route
 from guardstream.streams.validation import DEVICE_ALERT, SCHEMA_FOR_KIND, SEVERITIES

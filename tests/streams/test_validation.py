@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardstream.streams.dedup import DedupWindow
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.schemas.contracts import current_contracts
 from guardstream.streams import validation
+from guardstream.streams.dedup import DedupWindow
 from guardstream.streams.validation import (
     ALERT_KINDS,
     DEFAULT_SEVERITY,

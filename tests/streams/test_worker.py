@@ -8,7 +8,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.stack import wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 @dataclass

@@ -3,9 +3,9 @@
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from guardstream.catalog import Topic
 from guardstream.infra import topics
-from guardstream.infra.catalog import Topic
-from guardstream.infra.kafka import consumer_config, producer_config
+from guardstream.kafka import consumer_config, producer_config
 
 DAY_MS = 86_400_000
 T0_MS = 1_700_000_000_000  # records carry explicit timestamps from here, one second apart

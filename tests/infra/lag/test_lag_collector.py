@@ -3,10 +3,10 @@
 import pytest
 from confluent_kafka import Consumer
 
-from guardstream.infra.kafka import consumer_config
 from guardstream.infra.lag.burrow import Status
 from guardstream.infra.lag.collect import LagCollector
 from guardstream.infra.lag.reader import READER_ID
+from guardstream.kafka import consumer_config
 
 
 @pytest.fixture

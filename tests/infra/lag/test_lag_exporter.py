@@ -4,12 +4,12 @@ import urllib.request
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from guardstream.infra.kafka import admin_config
 from guardstream.infra.lag.collect import LagCollector
 from guardstream.infra.lag.exporter import LagExporter, collection_interval_s
 from guardstream.infra.lag.metrics import LagMetrics
-from guardstream.infra.observability import serve
-from guardstream.infra.settings import Settings
+from guardstream.kafka import admin_config
+from guardstream.observability import serve
+from guardstream.settings import Settings
 
 
 def _get(url):

@@ -3,9 +3,9 @@
 import pytest
 from confluent_kafka import Producer
 
+from guardstream.catalog import RAW_BYTES, Topic
 from guardstream.infra import topics
-from guardstream.infra.catalog import RAW_BYTES, Topic
-from guardstream.infra.kafka import producer_config
+from guardstream.kafka import producer_config
 
 from ops_support import DAY_MS
 

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from guardstream.infra.catalog import TOPICS
+from guardstream.catalog import TOPICS
 from guardstream.infra.ops.dead_letters import (REPLAYED_FROM, Letter, Reinjection, Replayed, Skip, letter_row,
                                                 plan, preview, selected, summary_rows, topic_of_stage, topics_for)
 from guardstream.infra.ops.records import Record

@@ -9,9 +9,9 @@ from confluent_kafka import Producer
 from ops_support import T0_MS, read_all, run_cli
 from paho.mqtt.enums import CallbackAPIVersion
 
+from guardstream.catalog import TOPICS
 from guardstream.connectors.mqtt import endpoint
-from guardstream.infra.catalog import TOPICS
-from guardstream.infra.kafka import producer_config
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.schemas.registry import FileRegistry

@@ -6,8 +6,8 @@ import os
 from ops_support import run_cli
 
 from guardstream.infra.migrate import migrate
-from guardstream.infra.observability import new_registry, serve
 from guardstream.infra.stack import STACK_FILE
+from guardstream.observability import new_registry, serve
 
 
 def _lines(result):

@@ -10,11 +10,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from ops_support import T0_MS, cli_env, numbered, read_all, run_cli
 
-from guardstream.infra.kafka import admin_config, consumer_config, producer_config
 from guardstream.infra.ops.replay import CopyRequest, checkpoint_path, copy
 from guardstream.infra.ops.replay_plan import REPLAY_ID, REPLAY_SOURCE, Checkpoint, destination_partition
 from guardstream.infra.ops.state_files import load_json, save_json
 from guardstream.infra.stack import wait_until
+from guardstream.kafka import admin_config, consumer_config, producer_config
 
 
 def _sources(records):
@@ -63,7 +63,7 @@ def test_copying_into_the_source_or_across_formats_is_refused(ops_settings, make
     result = run_cli(ops_settings, "replay", "--topic", source, "--from", "-1h", "--into", source)
     assert result.returncode == 1
     assert result.stderr.startswith(f"guardstream: into_source: refusing to write into the source topic {source}")
-    from guardstream.infra.catalog import TOPICS
+    from guardstream.catalog import TOPICS
     mixed = run_cli(ops_settings, "replay", "--topic", TOPICS.raw_guard.name, "--from", "-1h",
                     "--into", TOPICS.events_high.name)
     assert mixed.returncode == 1 and "format_mismatch" in mixed.stderr

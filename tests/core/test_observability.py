@@ -3,7 +3,7 @@ import urllib.request
 
 from prometheus_client import Counter
 
-from guardstream.infra.observability import new_registry, serve
+from guardstream.observability import new_registry, serve
 
 
 def _get(url):
@@ -35,7 +35,7 @@ def test_endpoints_serve_metrics_health_and_readiness():
 
 
 def test_all_ready_names_the_first_part_that_is_not():
-    from guardstream.infra.observability import all_ready
+    from guardstream.observability import all_ready
     check = all_ready({"alerts lane": lambda: (True, ""), "bulk lane": lambda: (False, "no partitions")})
     assert check() == (False, "bulk lane: no partitions")
     assert all_ready({"a": lambda: (True, "")})() == (True, "")

@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from guardstream.infra.catalog import INTERNAL_JSON, RAW_BYTES, TOPICS, Priority, topic_for_priority
+from guardstream.catalog import INTERNAL_JSON, RAW_BYTES, TOPICS, Priority, topic_for_priority
 from guardstream.schemas.contracts import current_contracts
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from guardstream.errors import UnavailableError
-from guardstream.infra.settings import Settings
+from guardstream.settings import Settings
 
 
 LIBRDKAFKA_LOGGER = logging.getLogger("guardstream.librdkafka")

@@ -1,7 +1,7 @@
 import pytest
 
 from guardstream.errors import ConfigError
-from guardstream.infra.settings import Secret, Settings, settings_vars
+from guardstream.settings import Secret, Settings, settings_vars
 
 
 def test_defaults_need_no_environment():
@@ -88,7 +88,7 @@ def test_every_variable_is_documented_and_unique():
 
 
 def test_kafka_security_reaches_every_client_config():
-    from guardstream.infra.kafka import admin_config, consumer_config, producer_config
+    from guardstream.kafka import admin_config, consumer_config, producer_config
     settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_MECHANISM": "plain",
                                   "KAFKA_SASL_USERNAME": "gs", "KAFKA_SASL_PASSWORD": "pw",
                                   "KAFKA_SSL_CA_LOCATION": "/ca.pem"})
@@ -100,7 +100,7 @@ def test_kafka_security_reaches_every_client_config():
 
 
 def test_embedded_profile_shortens_group_session_timeout():
-    from guardstream.infra.kafka import consumer_config
+    from guardstream.kafka import consumer_config
     embedded = consumer_config(Settings.from_env({"GUARDSTREAM_PROFILE": "embedded"}), "c", "g")
     production = consumer_config(Settings.from_env({}), "c", "g")
     assert embedded["session.timeout.ms"] < production["session.timeout.ms"]
