@@ -18,7 +18,7 @@ may acknowledge and resolve its tenants' alerts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -39,12 +39,14 @@ class Principal:
     tenants: frozenset[str]
     roles: frozenset[str]
     expires_at: float  # epoch seconds
+    # derived once: sees() is asked for every event delivered to every client
+    noc: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def noc(self) -> bool:
-        return ROLE_NOC in self.roles
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "noc", ROLE_NOC in self.roles)
 
     def sees(self, tenant: str) -> bool:
+        """Whether the principal sees ``tenant``'s events: its own tenants, every tenant for role noc."""
         return self.noc or tenant in self.tenants
 
     def may_act_on(self, tenant: str) -> bool:

@@ -12,18 +12,21 @@ Channels:
 ``noc:alerts``              the alerts channel of every tenant; role ``noc``
 ==========================  =========================================================
 
-Authorisation is decided from the token's claims alone: a tenant channel needs
-the tenant in the claims (or role noc); a device channel is refused when the
-gateway has seen the device in another tenant, and every event is checked
-against the subscriber's tenants again when it is delivered, so a device id
-shared by two tenants never leaks one tenant's events to the other.
+Who may receive an event is decided here, in two steps, from the token's claims
+alone. At subscribe time, :func:`authorise`: a tenant channel needs the tenant
+in the claims (or role noc); a device channel is refused when the gateway has
+seen the device in another tenant. For each event, live or replayed,
+:func:`delivery_channel`: the event's tenant is checked against the
+subscriber's tenants again, so a device id shared by two tenants never leaks
+one tenant's events to the other, and a client subscribed to several of the
+event's channels gets it once.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +109,24 @@ def authorise(principal: Principal, channel: Channel, device_tenant: str | None)
     if channel.kind is Kind.DEVICE:
         return None if device_tenant is None or principal.sees(device_tenant) else "forbidden_channel"
     return None if principal.sees(channel.tenant or "") else "forbidden_channel"
+
+
+def delivery_channel(principal: Principal, subscribed: Container[str], tenant: str,
+                     channels: Sequence[str]) -> str | None:
+    """The channel that names an event to one client; None when the client does not receive it.
+
+    ``tenant`` and ``channels`` are the event's (its :class:`Route`), ``subscribed`` the
+    client's channels. Of several subscribed channels the first in the route's order names
+    the event, so the client gets it once. The tenant is checked whatever the channel: a
+    device channel was authorised from the tenant the device was last seen in, which says
+    nothing of this event's. Runs per event per client: keep it to lookups.
+    """
+    if not principal.sees(tenant):
+        return None
+    for name in channels:
+        if name in subscribed:
+            return name
+    return None
 
 
 @dataclass(frozen=True)

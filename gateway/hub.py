@@ -3,8 +3,8 @@
 Runs on the event loop only (the push consumer hands it batches through
 ``call_soon_threadsafe``), so its maps need no locks. Per event it renders one
 message per matching channel and shares that text between all the clients
-that get it; a client subscribed to several matching channels gets the event
-once, named by the first of them in the route's order.
+that get it. Which clients get it, and on which channel, is
+``channels.delivery_channel``, the decision a resume replay makes too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from guardstream.gateway import metrics
 from guardstream.gateway.auth import Principal
-from guardstream.gateway.channels import ALERT_ACTION, DEVICE_ALERT, Route, channel_kind, route
+from guardstream.gateway.channels import (ALERT_ACTION, DEVICE_ALERT, Route, channel_kind, delivery_channel,
+                                         route)
 from guardstream.gateway.feed import FeedEvent
 from guardstream.gateway.protocol import CLOSE_CODES, alert_status_message, event_message
 from guardstream.gateway.queues import ClientQueue, Item, Lane, Offer
@@ -177,19 +178,15 @@ class Hub:
             _remember(self.alert_tenants, event.record["event_id"], where.tenant)
 
     def _fan_out(self, event: FeedEvent, where: Route) -> None:
-        seen: set[Client] | None = set() if len(where.channels) > 1 else None
-        for name in where.channels:
+        tenant, channels = where.tenant, where.channels
+        for name in channels:
             subscribers = self.by_channel.get(name)
             if not subscribers:
                 continue
             item = None
             for client in subscribers:
-                if seen is not None:
-                    if client in seen:
-                        continue
-                    seen.add(client)
-                # checked again at delivery: a device channel never carries another tenant's event
-                if not client.principal.sees(where.tenant):
+                # a client of several of the channels is served at the one that names the event
+                if delivery_channel(client.principal, client.subscriptions, tenant, channels) != name:
                     continue
                 if item is None:
                     item = message_item(event, where, name)

@@ -29,7 +29,7 @@ from guardstream.errors import ConfigError, UnavailableError
 from guardstream.gateway import metrics
 from guardstream.gateway.auth import (SUBPROTOCOL, AuthRefused, Keys, Principal, LEEWAY_S, origin_allowed,
                                       parse_origins, token_from_request, verify)
-from guardstream.gateway.channels import authorise, parse_channel, route
+from guardstream.gateway.channels import authorise, delivery_channel, parse_channel, route
 from guardstream.gateway.feed import FEED_LANES, FEED_TOPICS, ActionWriter, PushFeed, ReplayReader
 from guardstream.gateway.hub import Client, Hub, message_item
 from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolError, Subscribe, Unsubscribe,
@@ -166,8 +166,8 @@ class Gateway:
                         if where is None:
                             continue
                         self.hub.learn(event, where)
-                        name = next((n for n in where.channels if n in channels), None)
-                        if name is None or not client.principal.sees(where.tenant):
+                        name = delivery_channel(client.principal, channels, where.tenant, where.channels)
+                        if name is None:
                             continue
                         await client.ws.send(message_item(event, where, name).payload)
                         if client.gate is not None:

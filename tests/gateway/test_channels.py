@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
-from guardstream.gateway.channels import Channel, Kind, authorise, channel_kind, parse_channel, route
+from guardstream.gateway.channels import (Channel, Kind, authorise, channel_kind, delivery_channel, parse_channel,
+                                         route)
 from guardstream.gateway.queues import Lane
 
 
@@ -94,3 +95,52 @@ def test_a_subscription_allowed_for_a_tenant_channel_only_names_tenants_the_prin
         if channel.kind in (Kind.NOC, Kind.DEVICE):
             continue
         assert (authorise(principal, channel, None) is None) == (event_tenant in mine)
+
+
+# -- delivery: which channel names an event to one client, if any ---------------------------
+
+POSITION_OF_ACME = ("acme", ("tenant:acme:positions", "device:g-1"))
+POSITION_OF_GLOBEX = ("globex", ("tenant:globex:positions", "device:g-1"))  # the same device id
+ALERT_OF_GLOBEX = ("globex", ("tenant:globex:alerts", "noc:alerts", "device:g-1"))
+
+
+@pytest.mark.parametrize(("principal", "subscribed", "event", "channel"), [
+    (who(), {"tenant:acme:positions"}, POSITION_OF_ACME, "tenant:acme:positions"),
+    (who(), {"device:g-1"}, POSITION_OF_ACME, "device:g-1"),
+    # subscribed to two of the event's channels: once, named by the first in the route's order
+    (who(), {"device:g-1", "tenant:acme:positions"}, POSITION_OF_ACME, "tenant:acme:positions"),
+    (who(), {"tenant:acme:alerts"}, POSITION_OF_ACME, None),
+    (who(), set(), POSITION_OF_ACME, None),
+    # a device id shared by two tenants: the device channel never carries the other tenant's event
+    (who(), {"device:g-1"}, POSITION_OF_GLOBEX, None),
+    (who(roles=("operator",)), {"device:g-1"}, POSITION_OF_GLOBEX, None),
+    (who(tenants=("acme", "globex")), {"device:g-1"}, POSITION_OF_GLOBEX, "device:g-1"),
+    (who(roles=("noc",)), {"device:g-1"}, POSITION_OF_GLOBEX, "device:g-1"),
+    (who(tenants=(), roles=("noc",)), {"noc:alerts"}, ALERT_OF_GLOBEX, "noc:alerts"),
+    (who(tenants=(), roles=("noc",)), {"noc:alerts", "tenant:globex:alerts"}, ALERT_OF_GLOBEX,
+     "tenant:globex:alerts"),
+    (who(tenants=(), roles=("noc",)), {"noc:alerts"}, POSITION_OF_GLOBEX, None),
+])
+def test_delivery_channel(principal, subscribed, event, channel) -> None:
+    tenant, channels = event
+    assert delivery_channel(principal, subscribed, tenant, channels) == channel
+
+
+principals = st.builds(lambda mine, roles: who(tenants=mine, roles=roles), st.frozensets(tenants),
+                       st.frozensets(st.sampled_from(["noc", "operator"])))
+schemas = st.sampled_from(["guardstream.DeviceAlert", "guardstream.GeofenceEvent", "guardstream.GuardPosition",
+                           "guardstream.SensorReading", "guardstream.Telemetry", "guardstream.AlertAction"])
+channel_names = st.sampled_from(["noc:alerts", "device:g-1", "device:g-2"]
+                                + [f"tenant:{t}:{k.value}" for t in ("acme", "globex", "initech")
+                                   for k in (Kind.ALERTS, Kind.POSITIONS, Kind.SENSORS, Kind.TELEMETRY)])
+
+
+@given(principals, st.frozensets(channel_names), schemas, tenants, st.sampled_from(["g-1", "g-2"]))
+def test_an_event_is_never_delivered_across_tenants_unless_noc(principal, subscribed, schema, tenant, device):
+    where = route(schema, record(tenant=tenant, device_id=device))
+    channel = delivery_channel(principal, subscribed, where.tenant, where.channels)
+    if channel is not None:
+        assert principal.noc or tenant in principal.tenants
+        assert channel in subscribed and channel in where.channels
+    elif tenant in principal.tenants or principal.noc:
+        assert subscribed.isdisjoint(where.channels)  # a tenant it sees: withheld only when not subscribed
