@@ -1,8 +1,8 @@
 """A paho client that reads ahead: the bridge's MQTT receive path, made cheaper.
 
-Stock paho (2.0-2.2) reads a packet with at least three ``recv`` calls (its
-first byte, each byte of its length, its body) and handles one packet per
-``select`` wake-up at QoS 0; it also builds an MQTT 5 ``Properties`` object for
+Stock paho reads a packet with at least three ``recv`` calls (its first byte,
+each byte of its length, its body) and handles one packet per ``select``
+wake-up at QoS 0; it also builds an MQTT 5 ``Properties`` object for
 every PUBLISH, which costs more than the rest of the parsing together when the
 packet carries no properties at all, as device telemetry does. Measured with
 cProfile on a bare subscriber: ``Properties`` took 3.6 s of 16.4 s.
@@ -18,12 +18,30 @@ how bytes become packets:
   and handed on with ``properties`` None; one with properties, and every QoS 2
   PUBLISH, goes through paho's own handling unchanged.
 
-It overrides two of paho's private methods, ``_packet_read`` and
-``_handle_publish``, whose contract (``_in_packet``, ``_packet_handle``,
-``_handle_on_message``) is the same in paho 2.0, 2.1 and 2.2. The dependency is
-held to 2.2.x, and ``tests/connectors/test_mqtt_reader.py`` checks every message
-field against stock paho on a real broker, so a paho release that changes them
-fails there, not in the field.
+What it takes from paho's internals, as paho 2.2.0's ``paho/mqtt/client.py``
+has them (two private methods replaced, eleven private members used):
+
+* overrides ``_packet_read`` (read what the socket holds, hand on each packet) and
+  ``_handle_publish`` (the fast path; it falls back to paho's own through ``super()``);
+* calls ``_sock_recv`` (one ``recv``, through paho's TLS handling), ``_packet_handle``
+  (paho's dispatch by packet type), ``_handle_on_message`` (paho's callbacks),
+  ``_send_puback`` and ``_easy_log``;
+* reads ``_sock`` (the current connection), ``_protocol`` (MQTT 5 or not) and ``_manual_ack``;
+* reads and writes ``_in_packet``, the packet paho's handlers read (its eight keys
+  as paho sets them), and writes ``_last_bytes_received`` under ``_msgtime_mutex``:
+  paho 2.2 times keep-alives from it.
+
+Its own attributes, ``_read_sock`` and ``_buffer``, are names paho does not use.
+
+:data:`CHECKED_PAHO` names the paho releases whose source was read against that
+list, and the dependency is pinned to them. ``tests/connectors/test_mqtt_reader.py``
+fails on any other release and on any member above that the installed client
+lacks, and checks every message field against stock paho on a real broker. Paho
+keeps no promise about these names between releases: 2.0 and 2.1 time keep-alives
+from ``_last_msg_in`` (this reader would leave it unfed), parse packets inside
+their handlers rather than in ``paho.mqtt._packet``, and keep ``MalformedPacket``
+in ``paho.mqtt.properties``. Before adding a release to :data:`CHECKED_PAHO`,
+read the list above in its source.
 """
 
 from __future__ import annotations
@@ -32,9 +50,12 @@ import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTErrorCode, MQTTMessage
-from paho.mqtt.properties import MalformedPacket as PahoMalformedPacket  # its home in paho 2.0-2.2
+from paho.mqtt.exception import MalformedPacket as PahoMalformedPacket
 
 from guardstream.connectors.mqtt_wire import MalformedPacket, PacketBuffer, read_publish
+
+# The paho releases whose client.py was read against the list of private members above.
+CHECKED_PAHO = ("2.2.0",)
 
 # One recv takes this much at most: about 500 telemetry messages, or a 16 KiB TLS record.
 READ_SIZE = 64 * 1024

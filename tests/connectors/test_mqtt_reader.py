@@ -19,13 +19,21 @@ On a socket pair, where the test decides where each ``recv`` ends: a stream of
 packets cut into arbitrary pieces (down to single bytes) yields every message and
 acknowledgement, a new socket discards the old one's bytes, and malformed packets
 end the connection with a protocol error instead of raising.
+
+Against the installed paho: it is a release the reader names in ``CHECKED_PAHO``,
+the reader's docstring lists exactly the private members its source touches, and
+each of them exists on paho's client.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fcntl
+import importlib.metadata
+import inspect
 import random
+import re
 import socket
 import struct
 import termios
@@ -43,7 +51,8 @@ from paho.mqtt.properties import Properties
 from support.mqtt_packets import encode_length, encode_packet, encode_publish_body, publish_first_byte
 
 from guardstream.connectors.mqtt import connect, endpoint, new_client
-from guardstream.connectors.mqtt_reader import READ_SIZE, ReadAheadClient
+from guardstream.connectors import mqtt_reader
+from guardstream.connectors.mqtt_reader import CHECKED_PAHO, READ_SIZE, ReadAheadClient
 from guardstream.settings import Settings
 
 WAIT_S = 15.0
@@ -617,3 +626,63 @@ def test_nothing_after_a_disconnect_from_the_broker_is_handled(pair_v5):
 def test_the_end_of_the_connection_is_reported_as_lost(pair_v5):
     pair_v5.end.close()
     assert pair_v5.client._packet_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
+
+
+# -- the paho release and the private members the reader relies on ------------------------------
+
+
+def private_names_of_the_reader() -> tuple[set[str], set[str]]:
+    """(paho's private members the reader overrides or uses, the reader's own private attributes),
+    read from its source: every ``_name`` defined in ReadAheadClient or reached through ``self`` or
+    ``super()``; its own are those its ``__init__`` assigns."""
+    tree = ast.parse(inspect.getsource(mqtt_reader))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == ReadAheadClient.__name__)
+    used = {n.name for n in cls.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("__")}
+    used |= {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute)
+             and n.attr.startswith("_") and not n.attr.startswith("__")
+             and (isinstance(n.value, ast.Name) and n.value.id == "self" or isinstance(n.value, ast.Call))}
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    targets = [t for n in ast.walk(init) if isinstance(n, ast.Assign) for t in n.targets]
+    targets += [n.target for n in ast.walk(init) if isinstance(n, ast.AnnAssign)]
+    own = {t.attr for t in targets if isinstance(t, ast.Attribute)}
+    return used - own, own
+
+
+def stated_in_the_docstring(start: str, end: str) -> set[str]:
+    doc = mqtt_reader.__doc__
+    return set(re.findall(r"``(_\w+)``", doc[doc.index(start):doc.index(end)]))
+
+
+def stock_client() -> mqtt.Client:
+    return mqtt.Client(CallbackAPIVersion.VERSION2, client_id="stock", protocol=mqtt.MQTTv5)
+
+
+def test_the_installed_paho_is_a_release_the_reader_was_checked_against():
+    installed = importlib.metadata.version("paho-mqtt")
+    assert installed in CHECKED_PAHO, (
+        f"paho-mqtt {installed} is not in CHECKED_PAHO {CHECKED_PAHO}: read the private members listed in "
+        "connectors/mqtt_reader.py in its client.py before adding it")
+
+
+def test_the_docstring_lists_exactly_the_private_members_the_reader_touches():
+    paho_members, own = private_names_of_the_reader()
+    assert len(paho_members) == 13  # two overridden, eleven used, as the docstring says
+    assert stated_in_the_docstring("What it takes from paho's internals", "Its own attributes") == paho_members
+    assert stated_in_the_docstring("Its own attributes", ":data:`CHECKED_PAHO`") == own
+
+
+def test_every_private_member_the_reader_touches_exists_on_the_installed_paho_client():
+    paho_members, own = private_names_of_the_reader()
+    stock = stock_client()
+    assert sorted(name for name in paho_members if not hasattr(stock, name)) == []
+    assert sorted(name for name in own if hasattr(stock, name)) == []  # nothing of paho's is shadowed
+
+
+def test_between_packets_the_reader_leaves_in_packet_as_paho_does():
+    assert mqtt_reader._idle_packet() == stock_client()._in_packet
+
+
+def test_received_bytes_feed_the_keep_alive_clock(pair_v5):
+    pair_v5.client._last_bytes_received = 0.0
+    assert pair_v5.deliver(encode_publish("t", b"x", 0, 0)) == MQTTErrorCode.MQTT_ERR_AGAIN
+    assert pair_v5.client._last_bytes_received > 0.0
