@@ -10,6 +10,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from guardstream.errors import InputError
@@ -281,11 +282,43 @@ def _register_dlq(sub: argparse._SubParsersAction) -> None:
     replay.set_defaults(handler=cmd_dlq_replay)
 
 
+# The options whose value is a TIME, and the relative times among them that argparse, seeing a
+# leading "-", would take for an option (a plain negative number it already takes for a value).
+TIME_OPTIONS = frozenset({"--from", "--to", "--since"})
+_RELATIVE_TIME = re.compile(r"-\d+(\.\d+)?(ms|s|m|h|d|w)?")
+
+
+def time_values_attached(words: Sequence[str]) -> list[str]:
+    """``words`` with each relative time that follows a time option attached to it: ``--from -15m``
+    becomes ``--from=-15m``, the spelling argparse documents for a value beginning with ``-``.
+    Words after ``--`` are positional and stay as they are."""
+    attached: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return attached + list(words[i:])
+        if word in TIME_OPTIONS and i + 1 < len(words) and _RELATIVE_TIME.fullmatch(words[i + 1]):
+            attached.append(f"{word}={words[i + 1]}")
+            i += 2
+        else:
+            attached.append(word)
+            i += 1
+    return attached
+
+
 def _relative_times_as_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Let ``--from -15m`` work: argparse takes an argument starting with ``-`` for an option unless
-    it looks like a negative number, so relative times are made to look like one (no option of these
-    parsers does)."""
-    parser._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?(ms|s|m|h|d|w)?$")  # noqa: SLF001
+    """Let ``--from -15m`` work as ``--from=-15m`` does. argparse hands a subcommand's words to the
+    public ``parse_known_args`` of its parser; this one attaches relative times to their option first
+    (:func:`time_values_attached`). ``sub.add_parser`` builds a plain ArgumentParser, so the step is
+    set on the parser rather than written in a subclass."""
+    parse_known_args = parser.parse_known_args
+
+    def attaching(args: Sequence[str] | None = None,
+                  namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        return parse_known_args(None if args is None else time_values_attached(args), namespace)
+
+    parser.parse_known_args = attaching  # type: ignore[method-assign]
     return parser
 
 
