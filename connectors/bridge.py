@@ -50,7 +50,8 @@ from guardstream.connectors.mqtt import connect, is_v5, new_client
 from guardstream.connectors.raw import Forward, Incoming, Refuse, decide
 from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.bridge")

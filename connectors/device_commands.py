@@ -25,7 +25,8 @@ from guardstream.connectors.mqtt import connect, new_client
 from guardstream.errors import InputError, SchemaError
 from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.commands")

@@ -1,17 +1,19 @@
-"""Dead letters: one shape for every stage.
+"""Dead letters: one shape, one builder and one detail limit for every stage.
 
 The value is a ``guardstream.DeadLetter`` record (the refused payload inside it,
 unchanged); the headers follow Kafka Connect's ``__connect.errors.*``
 convention so existing dead-letter tooling reads them (see ``HEADERS.md``).
+The bridge, the worker, the sink and the command relay all call
+:func:`dead_letter`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-SCHEMA = "guardstream.DeadLetter"
-MAX_DETAIL = 1000
+from guardstream.schemas import records
+
+MAX_DETAIL = 1000  # DeadLetter.detail: at most 1000 characters
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,18 @@ class Source:
     key: bytes | None = None
 
 
+def cut_detail(text: str) -> str:
+    """``text`` within :data:`MAX_DETAIL` characters; a cut one ends in "…", so a reader knows."""
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1] + "…"
+
+
 def dead_letter(stage: str, reason: str, detail: str, source: Source, payload: bytes,
-                now_ms: int) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+                now_ms: int) -> tuple[records.DeadLetter, list[tuple[str, bytes]]]:
     """(DeadLetter record, Connect-style headers) for one refused record."""
-    detail = detail[:MAX_DETAIL]
-    record = {"stage": stage, "reason": reason, "detail": detail, "source_topic": source.topic,
-              "source_partition": source.partition, "source_offset": source.offset, "key": source.key,
-              "payload": payload, "ts_ms": now_ms}
+    detail = cut_detail(detail)
+    record = records.dead_letter(stage=stage, reason=reason, detail=detail, source_topic=source.topic,
+                                 source_partition=source.partition, source_offset=source.offset, key=source.key,
+                                 payload=payload, ts_ms=now_ms)
     headers = [("__connect.errors.topic", (source.topic or "").encode())]
     if source.partition is not None:
         headers.append(("__connect.errors.partition", str(source.partition).encode()))

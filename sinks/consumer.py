@@ -29,15 +29,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, SchemaError, UnavailableError
 from guardstream.schemas.codec import Codec
+from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.records import DEAD_LETTER
 from guardstream.sinks import metrics
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room
 from guardstream.sinks.circuit import GAUGE_VALUE, Breaker, BreakerPolicy, State
-from guardstream.sinks.rows import Refuse, Write, connect_headers, dead_letter_record, plan_write
+from guardstream.sinks.rows import SINK_STAGE, Refuse, Write, plan_write
 from guardstream.sinks.writer import BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_SCHEMA = "guardstream.DeadLetter"
 _PAUSED_POLL_S = 0.2  # how often a paused consumer still polls: heartbeats and rebalances go on
 _MIN_WAIT_S = 0.02  # shortest wait between two looks at the breaker (the other consumer may hold the trial)
 
@@ -253,10 +254,10 @@ class SinkLoop:
 
         now_ms = int(time.time() * 1000)
         for ref, reason, detail in sorted(refused, key=lambda r: (r[0].topic, r[0].partition, r[0].offset)):
-            record = dead_letter_record(reason, detail, ref.topic, ref.partition, ref.offset, ref.key, ref.value,
-                                        now_ms)
-            value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
-            self.producer.produce(TOPICS.dlq_sink.name, key=ref.key, value=value, headers=connect_headers(record),
+            source = Source(ref.topic, ref.partition, ref.offset, ref.key)
+            record, headers = dead_letter(SINK_STAGE, reason, detail, source, ref.value or b"", now_ms)
+            value = self.codec.encode(DEAD_LETTER, record)
+            self.producer.produce(TOPICS.dlq_sink.name, key=ref.key, value=value, headers=headers,
                                   on_delivery=delivered)
             metrics.DEAD_LETTERS.labels(ref.topic, reason).inc()
             log.info("dead letter: %s[%d]@%d %s: %s", ref.topic, ref.partition, ref.offset, reason, detail)

@@ -25,7 +25,6 @@ from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-DETAIL_LIMIT = 1000  # DeadLetter.detail: at most 1000 characters
 
 
 @dataclass(frozen=True)
@@ -270,25 +269,3 @@ def latest_geofences(writes: Sequence[tuple[K, FenceWrite]]) -> list[tuple[K, Fe
             write = GeofenceUpsert(write.fence_id, before[1].row[:-1] + (True,))
         last[write.fence_id] = (ref, write)
     return list(last.values())
-
-
-def truncate_detail(text: str) -> str:
-    return text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT - 1] + "…"
-
-
-# -- what the sink sends to dlq.sink -----------------------------------------------------
-
-def dead_letter_record(reason: str, detail: str, source_topic: str, source_partition: int, source_offset: int,
-                       key: bytes | None, payload: bytes | None, now_ms: int) -> dict[str, Any]:
-    """A guardstream.DeadLetter for a record the sink refused; the payload travels unchanged."""
-    return {"stage": SINK_STAGE, "reason": reason, "detail": truncate_detail(detail),
-            "source_topic": source_topic, "source_partition": source_partition, "source_offset": source_offset,
-            "key": key, "payload": payload or b"", "ts_ms": now_ms}
-
-
-def connect_headers(record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
-    """Kafka Connect's ``__connect.errors.*`` headers for a dead letter (schemas/HEADERS.md)."""
-    pairs = (("topic", record["source_topic"]), ("partition", record["source_partition"]),
-             ("offset", record["source_offset"]), ("stage", record["stage"]),
-             ("exception.class.name", record["reason"]), ("exception.message", record["detail"]))
-    return [(f"__connect.errors.{name}", str(value).encode()) for name, value in pairs]

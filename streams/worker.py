@@ -45,7 +45,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from guardstream.catalog import TOPICS
 from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import SCHEMA as DEAD_LETTER, Source, dead_letter
+from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params

@@ -16,7 +16,7 @@ from guardstream.errors import InputError
 from guardstream.schemas.contracts import EXAMPLES_DIR, current_contracts
 from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETRY, EVENT_ROWS, GEOFENCES, TABLES,
                                     AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, Refuse,
-                                    connect_headers, dead_letter_record, latest_geofences, plan_write, timestamp)
+                                    latest_geofences, plan_write, timestamp)
 
 MIGRATION = (EXAMPLES_DIR.parent.parent / "infra" / "migrations" / "0001_initial.sql").read_text()
 
@@ -175,16 +175,3 @@ def test_the_net_write_keeps_the_reference_of_the_last_record():
               (3, GeofenceTombstone("a"))]
     assert latest_geofences(writes) == [(2, GeofenceUpsert("b", ("b", 1, False))),
                                         (3, GeofenceUpsert("a", ("a", 1, True)))]
-
-
-def test_the_sinks_dead_letter_carries_connect_headers():
-    record = dead_letter_record("check_violation", "x" * 2000, TOPICS.events_low.name, 3, 99, b"dev-1",
-                                b"\x00\x00\x00\x00\x01payload", 1795000000000)
-    assert record["stage"] == "sink" and len(record["detail"]) == 1000
-    assert record["key"] == b"dev-1" and record["payload"].endswith(b"payload")
-    headers = dict(connect_headers(record))
-    assert headers == {
-        "__connect.errors.topic": TOPICS.events_low.name.encode(), "__connect.errors.partition": b"3",
-        "__connect.errors.offset": b"99", "__connect.errors.stage": b"sink",
-        "__connect.errors.exception.class.name": b"check_violation",
-        "__connect.errors.exception.message": record["detail"].encode()}
