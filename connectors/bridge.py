@@ -47,7 +47,7 @@ from guardstream.connectors.acks import OrderedAcks, Ticket
 from guardstream.connectors.mapping import Rule, load_rules
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
-from guardstream.connectors.raw import Forward, Incoming, Refuse, decide
+from guardstream.connectors.raw import Divert, Forward, Incoming, decide
 from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
@@ -265,13 +265,14 @@ class Bridge:
                 return None
             return self.acks.add(message.mid, message.qos)
 
-    def _dead_letter(self, refusal: Refuse, incoming: Incoming, ticket: Ticket | None, received: float) -> None:
-        letter, headers = dead_letter("bridge", refusal.reason, refusal.detail, Source(incoming.topic),
+    def _dead_letter(self, divert: Divert, incoming: Incoming, ticket: Ticket | None, received: float) -> None:
+        refused = divert.refused
+        letter, headers = dead_letter("bridge", refused.reason, refused.detail, Source(incoming.topic),
                                       incoming.payload, incoming.received_ms)
         self._produce(TOPICS.dlq_bridge.name, None, self.codec.encode(DEAD_LETTER, letter),
-                      headers + refusal.headers,
+                      headers + divert.headers,
                       self._delivered(ticket, received,
-                                      self._child(self.metrics.refused, refusal.prefix, refusal.reason)))
+                                      self._child(self.metrics.refused, divert.prefix, refused.reason)))
 
     def _delivered(self, ticket: Ticket | None, received: float,
                    counter: Counter) -> Callable[[KafkaError | None, object], None]:

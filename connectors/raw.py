@@ -1,17 +1,18 @@
 """What the bridge does with one MQTT message: forward it raw, or refuse it.
 
 Pure: an :class:`Incoming` message in, a :class:`Forward` (raw topic, key,
-payload unchanged, headers) or a :class:`Refuse` (reason code and detail, for
+payload unchanged, headers) or a :class:`Divert` (why it was refused, for
 ``dlq.bridge``) out. The header names are documented in ``schemas/HEADERS.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from guardstream.connectors.mapping import Rule, match
 from guardstream.errors import InputError
+from guardstream.refusal import Refused
 
 Headers = list[tuple[str, bytes]]
 
@@ -37,10 +38,11 @@ class Forward:
 
 
 @dataclass(frozen=True)
-class Refuse:
-    reason: str
-    detail: str
-    headers: Headers = field(default_factory=list)
+class Divert:
+    """To ``dlq.bridge`` instead: why, with the headers the message would have carried and its metric label."""
+
+    refused: Refused
+    headers: Headers
     prefix: str = "unknown"
 
 
@@ -72,19 +74,19 @@ def headers_for(message: Incoming, bridge_id: str, msg_id: str) -> Headers:
     return headers
 
 
-def decide(message: Incoming, rules: tuple[Rule, ...], bridge_id: str, max_payload_bytes: int) -> Forward | Refuse:
+def decide(message: Incoming, rules: tuple[Rule, ...], bridge_id: str, max_payload_bytes: int) -> Forward | Divert:
     msg_id = message_id(message.topic, message.payload)
     headers = headers_for(message, bridge_id, msg_id)
     if message.topic is None:
-        return Refuse("bad_topic", "topic is not valid UTF-8", headers)
+        return Divert(Refused("bad_topic", "topic is not valid UTF-8"), headers)
     try:
         found = match(rules, message.topic)
     except InputError as exc:
         first = message.topic.split("/", 1)[0]
         # the metric label must not be whatever a publisher chose: known prefixes only
         prefix = first if first in {r.prefix for r in rules} else "other"
-        return Refuse(exc.reason, exc.detail, headers, prefix)
+        return Divert(Refused.of(exc), headers, prefix)
     if len(message.payload) > max_payload_bytes:
-        return Refuse("oversize", f"payload of {len(message.payload)} bytes exceeds the limit of "
-                      f"{max_payload_bytes}", headers, found.rule.prefix)
+        return Divert(Refused("oversize", f"payload of {len(message.payload)} bytes exceeds the limit of "
+                              f"{max_payload_bytes}"), headers, found.rule.prefix)
     return Forward(found.rule.kafka_topic, found.key.encode(), message.payload, headers, found.rule.prefix)

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
-from guardstream.gateway import metrics
+from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.channels import ALERT_ACTION
 from guardstream.gateway.resume import ReplayPlan, plan_replay
 from guardstream.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
@@ -56,16 +56,16 @@ class FeedEvent:
         return (self.topic, self.partition)
 
 
-def decode(codec: Codec, message: Message) -> FeedEvent | None:
+def decode(codec: Codec, metrics: GatewayMetrics, message: Message) -> FeedEvent | None:
     """The event of a record, or None (counted) when it does not decode."""
     value = message.value()
     if value is None:
-        metrics.FEED_REFUSED.labels("empty_value").inc()
+        metrics.feed_refused.labels("empty_value").inc()
         return None
     try:
         schema, record = codec.decode(value)
     except GuardstreamError as exc:
-        metrics.FEED_REFUSED.labels(exc.reason).inc()
+        metrics.feed_refused.labels(exc.reason).inc()
         return None
     kind, ts = message.timestamp()
     return FeedEvent(message.topic(), message.partition(), message.offset(), ts if kind else None, schema, record)
@@ -95,10 +95,11 @@ def feed_partitions(consumer: Consumer, topics: tuple[str, ...] = FEED_TOPICS) -
 class PushFeed:
     """The live consumer; :meth:`open` returns the positions it starts at, :meth:`run` is the thread."""
 
-    def __init__(self, settings: Settings, codec: Codec, on_batch: Callable[[list[FeedEvent]], None],
-                 loop: asyncio.AbstractEventLoop, stop: threading.Event, topics: tuple[str, ...] = FEED_TOPICS,
-                 name: str = "feed") -> None:
-        self.settings, self.codec, self.on_batch, self.loop, self.stop = settings, codec, on_batch, loop, stop
+    def __init__(self, settings: Settings, codec: Codec, metrics: GatewayMetrics,
+                 on_batch: Callable[[list[FeedEvent]], None], loop: asyncio.AbstractEventLoop, stop: threading.Event,
+                 topics: tuple[str, ...] = FEED_TOPICS, name: str = "feed") -> None:
+        self.settings, self.codec, self.metrics = settings, codec, metrics
+        self.on_batch, self.loop, self.stop = on_batch, loop, stop
         self.topics, self.name = topics, name
         self.consumer = _consumer(settings, f"guardstream-gateway-{name}")
         self._slots = threading.Semaphore(IN_FLIGHT)
@@ -141,8 +142,8 @@ class PushFeed:
                     if message.error() is not None:
                         self._on_error(message.error())
                         continue
-                    metrics.FEED_RECORDS.labels(message.topic()).inc()
-                    event = decode(self.codec, message)
+                    self.metrics.feed_records.labels(message.topic()).inc()
+                    event = decode(self.codec, self.metrics, message)
                     if event is not None:
                         batch.append(event)
                 if batch:
@@ -173,8 +174,9 @@ class PushFeed:
 class ReplayReader:
     """A short-lived consumer reading a resume's ranges; call from a worker thread."""
 
-    def __init__(self, settings: Settings, codec: Codec, resume: Mapping[TP, int], live: Mapping[TP, int]) -> None:
-        self.codec = codec
+    def __init__(self, settings: Settings, codec: Codec, metrics: GatewayMetrics, resume: Mapping[TP, int],
+                 live: Mapping[TP, int]) -> None:
+        self.codec, self.metrics = codec, metrics
         self.consumer = _consumer(settings, "guardstream-gateway-replay", **{"enable.partition.eof": True})
         try:
             oldest = {tp: self._oldest(tp) for tp in resume if tp in live}
@@ -216,7 +218,7 @@ class ReplayReader:
                 self._progress = time.monotonic()
                 if message.offset() >= end - 1:
                     del self.pending[tp]
-                event = decode(self.codec, message)
+                event = decode(self.codec, self.metrics, message)
                 if event is not None:
                     out.append(event)
             if not out and time.monotonic() - self._progress > REPLAY_STALL_S:
@@ -230,8 +232,8 @@ class ReplayReader:
 class ActionWriter:
     """Writes guardstream.AlertAction records to ``alerts.actions`` and awaits Kafka's acknowledgement."""
 
-    def __init__(self, settings: Settings, codec: Codec, timeout_s: float = 10.0) -> None:
-        self.codec, self.timeout_s = codec, timeout_s
+    def __init__(self, settings: Settings, codec: Codec, metrics: GatewayMetrics, timeout_s: float = 10.0) -> None:
+        self.codec, self.metrics, self.timeout_s = codec, metrics, timeout_s
         self.producer = Producer(producer_config(settings, "guardstream-gateway-actions", **{"linger.ms": 0}))
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="gateway-actions", daemon=True)
@@ -258,7 +260,7 @@ class ActionWriter:
             await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as exc:
             raise UnavailableError(f"Kafka did not acknowledge the alert action within {self.timeout_s:.0f}s") from exc
-        metrics.ALERT_ACTIONS.labels(record["action"]).inc()
+        self.metrics.alert_actions.labels(record["action"]).inc()
 
     def close(self) -> None:
         self.producer.flush(10)

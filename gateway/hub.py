@@ -14,13 +14,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
-from guardstream.gateway import metrics
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import (ALERT_ACTION, DEVICE_ALERT, Route, channel_kind, delivery_channel,
                                          route)
 from guardstream.gateway.feed import FeedEvent
+from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.protocol import CLOSE_CODES, alert_status_message, event_message
 from guardstream.gateway.queues import ClientQueue, Item, Lane, Offer
 from guardstream.gateway.resume import ReplayGate
@@ -35,25 +35,9 @@ class Sender(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-class _Counters:
-    """Labelled metric children, looked up once per kind (the delivery path is hot)."""
-
-    def __init__(self) -> None:
-        self._children: dict[tuple[int, str], Any] = {}
-
-    def inc(self, counter: Any, kind: str) -> None:
-        child = self._children.get((id(counter), kind))
-        if child is None:
-            child = self._children[(id(counter), kind)] = counter.labels(kind)
-        child.inc()
-
-
-COUNTERS = _Counters()
-
-
 class Client:
-    def __init__(self, ws: Sender, principal: Principal, queue_capacity: int) -> None:
-        self.ws, self.principal = ws, principal
+    def __init__(self, ws: Sender, principal: Principal, queue_capacity: int, metrics: GatewayMetrics) -> None:
+        self.ws, self.principal, self.metrics = ws, principal, metrics
         self.queue = ClientQueue(queue_capacity)
         self.subscriptions: set[str] = set()
         self.gate: ReplayGate | None = None
@@ -73,9 +57,9 @@ class Client:
 
     def _count(self, offer: Offer) -> None:
         if offer.conflated is not None:
-            COUNTERS.inc(metrics.CONFLATED, offer.conflated.kind)
+            self.metrics.inc(self.metrics.conflated, offer.conflated.kind)
         if offer.dropped is not None:
-            COUNTERS.inc(metrics.DROPPED, offer.dropped.kind)
+            self.metrics.inc(self.metrics.dropped, offer.dropped.kind)
 
     def release_gate(self) -> None:
         """After a replay: the held live messages the replay did not send, in order."""
@@ -89,7 +73,7 @@ class Client:
         if self.closing is not None:
             return
         self.closing = reason
-        metrics.REFUSALS.labels(reason).inc()
+        self.metrics.refusals.labels(reason).inc()
         self.queue = ClientQueue(1)  # nothing queued is sent any more
         task = asyncio.get_running_loop().create_task(self.ws.close(CLOSE_CODES[reason], reason))
         self._tasks.add(task)
@@ -112,12 +96,13 @@ class Client:
 
     def _sent(self, item: Item) -> None:
         if item.topic is not None:
-            metrics.DELIVERIES.record(item.kind, None if item.born_ms is None
-                                      else max(0.0, time.time() - item.born_ms / 1000))
+            self.metrics.deliveries.record(item.kind, None if item.born_ms is None
+                                           else max(0.0, time.time() - item.born_ms / 1000))
 
 
 class Hub:
-    def __init__(self, positions: Mapping[TP, int]) -> None:
+    def __init__(self, positions: Mapping[TP, int], metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
         self.positions: dict[TP, int] = dict(positions)  # next offset to dispatch, per partition
         self.clients: set[Client] = set()
         self.by_channel: dict[str, set[Client]] = {}
@@ -128,19 +113,19 @@ class Hub:
 
     def add(self, client: Client) -> None:
         self.clients.add(client)
-        metrics.CONNECTIONS.set(len(self.clients))
+        self.metrics.connections.set(len(self.clients))
 
     def remove(self, client: Client) -> None:
         self.unsubscribe(client, list(client.subscriptions))
         self.clients.discard(client)
-        metrics.CONNECTIONS.set(len(self.clients))
+        self.metrics.connections.set(len(self.clients))
 
     def subscribe(self, client: Client, names: Iterable[str]) -> None:
         for name in names:
             if name not in client.subscriptions:
                 client.subscriptions.add(name)
                 self.by_channel.setdefault(name, set()).add(client)
-                metrics.SUBSCRIPTIONS.labels(channel_kind(name)).inc()
+                self.metrics.subscriptions.labels(channel_kind(name)).inc()
 
     def unsubscribe(self, client: Client, names: Iterable[str]) -> None:
         for name in names:
@@ -151,7 +136,7 @@ class Hub:
                     subscribers.discard(client)
                     if not subscribers:
                         del self.by_channel[name]
-                metrics.SUBSCRIPTIONS.labels(channel_kind(name)).dec()
+                self.metrics.subscriptions.labels(channel_kind(name)).dec()
 
     def queued(self) -> tuple[int, int]:
         """(messages queued in all clients, in the deepest one)."""
@@ -165,7 +150,7 @@ class Hub:
             self.positions[event.tp] = max(self.positions.get(event.tp, 0), event.offset + 1)
             where = route(event.schema, event.record)
             if where is None:
-                metrics.FEED_REFUSED.labels("no_channel").inc()
+                self.metrics.feed_refused.labels("no_channel").inc()
                 continue
             self.learn(event, where)
             self._fan_out(event, where)

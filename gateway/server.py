@@ -26,12 +26,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from guardstream.errors import ConfigError, UnavailableError
-from guardstream.gateway import metrics
 from guardstream.gateway.auth import (SUBPROTOCOL, AuthRefused, Keys, Principal, LEEWAY_S, origin_allowed,
                                       parse_origins, token_from_request, verify)
 from guardstream.gateway.channels import authorise, delivery_channel, parse_channel, route
 from guardstream.gateway.feed import FEED_LANES, FEED_TOPICS, ActionWriter, PushFeed, ReplayReader
 from guardstream.gateway.hub import Client, Hub, message_item
+from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolError, Subscribe, Unsubscribe,
                                           acked_message, alert_action, error_message, hello_message, live_message,
                                           parse_client_message, subscribed_message, unsubscribed_message)
@@ -52,6 +52,7 @@ class Gateway:
     origins: frozenset[str]
     secure: bool
     codec: Codec
+    metrics: GatewayMetrics
     hub: Hub
     writer: ActionWriter
     routes: Routes
@@ -87,12 +88,12 @@ class Gateway:
         try:
             principal = self.admit(ws.request)
         except AuthRefused as exc:
-            metrics.REFUSALS.labels(exc.reason).inc()
+            self.metrics.refusals.labels(exc.reason).inc()
             await ws.close(CLOSE_CODES[exc.reason], exc.reason)
             return
-        client = Client(ws, principal, self.settings.gateway_queue_max)
+        client = Client(ws, principal, self.settings.gateway_queue_max, self.metrics)
         self.hub.add(client)
-        metrics.CONNECTIONS_TOTAL.inc()
+        self.metrics.connections_total.inc()
         pump = asyncio.create_task(client.pump())
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, principal.expires_at + LEEWAY_S - time.time()), client.close_soon, "token_expired")
@@ -101,7 +102,7 @@ class Gateway:
             await self._serve(ws, client)
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == 1009:  # websockets closed it: max_size
-                metrics.REFUSALS.labels("message_too_big").inc()
+                self.metrics.refusals.labels("message_too_big").inc()
         finally:
             expiry.cancel()
             self.hub.remove(client)
@@ -158,7 +159,7 @@ class Gateway:
         reader: ReplayReader | None = None
         sent = 0
         try:
-            reader = await asyncio.to_thread(ReplayReader, self.settings, self.codec, resume, live)
+            reader = await asyncio.to_thread(ReplayReader, self.settings, self.codec, self.metrics, resume, live)
             async with client.send_lock:
                 while (events := await asyncio.to_thread(reader.chunk)) is not None:
                     for event in events:
@@ -179,7 +180,7 @@ class Gateway:
             await _refuse(client, "replay_failed")
             return False
         finally:
-            metrics.REPLAYED.inc(sent)
+            self.metrics.replayed.inc(sent)
             if reader is not None:
                 await asyncio.to_thread(reader.close)
         client.release_gate()
@@ -205,12 +206,12 @@ class Gateway:
 
 async def _refuse(client: Client, reason: str) -> None:
     client.closing = reason
-    metrics.REFUSALS.labels(reason).inc()
+    client.metrics.refusals.labels(reason).inc()
     await client.ws.close(CLOSE_CODES[reason], reason)
 
 
 async def _error(client: Client, reason: str, detail: str) -> None:
-    metrics.ERRORS.labels(reason).inc()
+    client.metrics.errors.labels(reason).inc()
     await client.send_now(error_message(reason, detail))
 
 
@@ -247,8 +248,9 @@ async def _main(settings: Settings) -> int:
     codec = Codec(registry_from_settings(settings))
     loop = asyncio.get_running_loop()
     stop, failures = asyncio.Event(), []
-    hub = Hub({})
-    feeds = [PushFeed(settings, codec, hub.dispatch, loop, threading.Event(), topics, name)
+    metrics = GatewayMetrics.create()
+    hub = Hub({}, metrics)
+    feeds = [PushFeed(settings, codec, metrics, hub.dispatch, loop, threading.Event(), topics, name)
              for name, topics in FEED_LANES]
     for feed in feeds:
         hub.positions.update(await asyncio.to_thread(feed.open))
@@ -261,14 +263,15 @@ async def _main(settings: Settings) -> int:
         failures.append(exc)
         loop.call_soon_threadsafe(stop.set)
 
-    writer = ActionWriter(settings, codec)
+    writer = ActionWriter(settings, codec, metrics)
     fences = FenceCache(lambda: fence_admin.current(settings, codec, 10.0))
-    gateway = Gateway(settings, keys, origins, tls is not None, codec, hub, writer, Routes(keys, fences, ready))
-    metrics.QUEUED.set_function(lambda: hub.queued()[0])
-    metrics.QUEUE_DEEPEST.set_function(lambda: hub.queued()[1])
+    gateway = Gateway(settings, keys, origins, tls is not None, codec, metrics, hub, writer,
+                      Routes(keys, fences, ready))
+    metrics.queued.set_function(lambda: hub.queued()[0])
+    metrics.queue_deepest.set_function(lambda: hub.queued()[1])
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    endpoints = (serve_metrics(metrics.REGISTRY, ready, settings.metrics_host, settings.metrics_port)
+    endpoints = (serve_metrics(metrics.registry, ready, settings.metrics_host, settings.metrics_port)
                  if settings.metrics_port else None)
     for feed in feeds:
         feed.start(failed)

@@ -3,8 +3,9 @@
 :func:`plan_write` takes one Kafka record (its topic, key, coordinates and the
 decoded Avro value) and returns what to do with it: a row for an event table
 (:class:`InsertRow`), a geofence upsert or tombstone, an alert action, or a
-refusal (:class:`Refuse`) that becomes a dead letter. The record's schema name
-picks its table, so a priority topic may carry several record types.
+refusal (:class:`~guardstream.refusal.Refused`) that becomes a dead letter. The
+record's schema name picks its table, so a priority topic may carry several
+record types.
 
 Tables and their columns (:data:`TABLES`) mirror ``infra/migrations``; each
 column carries its PostgreSQL type so the shell can type its (binary) COPY.
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
+from guardstream.refusal import Refused
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -113,14 +115,8 @@ class AlertStatusChange:
     note: str | None
 
 
-@dataclass(frozen=True)
-class Refuse:
-    """A record the sink cannot write; it becomes a dead letter with this reason code."""
-    reason: str
-    detail: str
-
-
-Write = InsertRow | GeofenceUpsert | GeofenceTombstone | AlertStatusChange | Refuse
+# A record the sink cannot write is Refused: it becomes a dead letter with that reason code.
+Write = InsertRow | GeofenceUpsert | GeofenceTombstone | AlertStatusChange | Refused
 
 ACTION_STATUS: Mapping[str, str] = {"ACKNOWLEDGE": "ACKNOWLEDGED", "RESOLVE": "RESOLVED",
                                     "FALSE_ALARM": "FALSE_ALARM"}
@@ -216,7 +212,7 @@ def plan_write(topic: str, partition: int, offset: int, key: bytes | None,
     try:
         return _plan(topic, partition, offset, key, full_name, record)
     except InputError as exc:
-        return Refuse(exc.reason, exc.detail)
+        return Refused.of(exc)
 
 
 def _plan(topic: str, partition: int, offset: int, key: bytes | None,
@@ -224,10 +220,10 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
     if record is None:
         if topic == TOPICS.geofences.name and key and b"\x00" not in key:
             return GeofenceTombstone(key.decode("utf-8", "replace"))
-        return Refuse("empty_value", f"record without a value on {topic}")
+        return Refused("empty_value", f"record without a value on {topic}")
     expected = _expected_record(topic)
     if expected is not None and full_name != expected:
-        return Refuse("unexpected_record", f"{full_name} on {topic}, which carries {expected}")
+        return Refused("unexpected_record", f"{full_name} on {topic}, which carries {expected}")
     if topic == TOPICS.geofences.name:
         return GeofenceUpsert(record["fence_id"], geofence_row(record))
     if topic == TOPICS.alerts_actions.name:
@@ -236,7 +232,7 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
         return InsertRow(DEAD_LETTERS, dead_letter_row(record, topic, partition, offset))
     mapping = EVENT_ROWS.get(full_name or "")
     if mapping is None:
-        return Refuse("unexpected_record", f"{full_name} has no table")
+        return Refused("unexpected_record", f"{full_name} has no table")
     table, to_row = mapping
     return InsertRow(table, to_row(record))
 

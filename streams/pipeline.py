@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from guardstream.refusal import Refused
 from guardstream.streams.geofence import FenceIndex
 from guardstream.streams.geofence_state import (
     DeviceState, Fix, GeofenceTransition, Params, ViolationStarted, apply_batch, fence_removed,
@@ -22,7 +23,7 @@ from guardstream.streams.geofence_state import (
 from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
 from guardstream.streams.dedup import DedupWindow
-from guardstream.streams.validation import Invalid, Policy, RawMeta, kind_for_topic, validate
+from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
 
 GUARD_POSITION = "guardstream.GuardPosition"
 GEOFENCE_EVENT = "guardstream.GeofenceEvent"
@@ -47,10 +48,11 @@ class RawRecord:
 
 
 @dataclass(frozen=True)
-class Refused:
-    reason: str
-    detail: str
+class RefusedRecord:
+    """A raw record validation refused, and why: the worker writes it to ``dlq.validate``."""
+
     record: RawRecord
+    refused: Refused
 
 
 @dataclass
@@ -67,7 +69,7 @@ class State:
 @dataclass
 class Outcome:
     emits: list[Emit] = field(default_factory=list)
-    refused: list[Refused] = field(default_factory=list)
+    refused: list[RefusedRecord] = field(default_factory=list)
     duplicates: int = 0
     devices: dict[str, DeviceState] = field(default_factory=dict)  # geofence states that changed
     rules: dict[str, RuleState] = field(default_factory=dict)  # rule states that changed
@@ -101,8 +103,8 @@ def process(records: Iterable[RawRecord], state: State, policy: Policy, rules: R
             out.duplicates += 1
             continue
         result = validate(kind_for_topic(record.topic), record.value or b"", meta, policy)
-        if isinstance(result, Invalid):
-            out.refused.append(Refused(result.reason, result.detail, record))
+        if isinstance(result, Refused):
+            out.refused.append(RefusedRecord(record, result))
             continue
         event = result.record
         state.last_seen[event["device_id"]] = (event["tenant"], event["received_ms"])

@@ -8,9 +8,8 @@
     guardstream.Telemetry         LOW
     guardstream.SystemHealth      LOW
 
-Topic names come from the catalog. The agents turn the values returned here
-into Kafka writes: ``Emit`` into a produce to ``topic``, ``DeadLetter`` into a
-guardstream.DeadLetter record on the stage's dead-letter topic.
+Topic names come from the catalog. The worker turns each ``Emit`` returned
+here into a produce to its ``topic``.
 """
 
 from __future__ import annotations
@@ -38,14 +37,6 @@ class Emit:
     key: str
     schema: str
     value: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """The input could not be used: a stable reason code and a short human detail."""
-
-    reason: str
-    detail: str
 
 
 def route(schema: str, record: dict[str, Any]) -> Priority:

@@ -2,7 +2,8 @@
 
 ``validate(kind, payload, meta, policy)`` returns ``Valid`` (a dict with every
 field of the output Avro record, the record's full name and the Kafka key) or
-``Invalid`` (a stable reason code and a short detail naming the field). It
+``Refused`` (a stable reason code of ``REASONS`` and a short detail naming the
+field, at most ``MAX_DETAIL_CHARS``, never the whole payload). It
 never reads the clock (``policy.now_ms`` is passed in), never raises for bad
 input, and raises for nothing but our own bugs. The payload contracts, one
 example per kind, are in ``docs/payloads.md``.
@@ -61,6 +62,7 @@ import msgspec.inspect as mi
 
 from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import InputError
+from guardstream.refusal import Refused
 from guardstream.schemas.contracts import current_contracts
 
 TELEMETRY = "guardstream.Telemetry"
@@ -161,12 +163,6 @@ class Valid:
     key: str  # device id: the Kafka key of the output record
 
 
-@dataclass(frozen=True)
-class Invalid:
-    reason: str  # one of REASONS
-    detail: str  # names the field; at most MAX_DETAIL_CHARS; never the whole payload
-
-
 # -- the wire contracts: what devices send, as typed Structs -------------------------
 
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
@@ -226,7 +222,7 @@ class _SystemWire(_Wire):
 
 # -- the entry point ------------------------------------------------------------------
 
-def validate(kind: RawKind, payload: bytes, meta: RawMeta, policy: Policy) -> Valid | Invalid:
+def validate(kind: RawKind, payload: bytes, meta: RawMeta, policy: Policy) -> Valid | Refused:
     """Check one raw payload against the contract of ``kind`` and build its output record."""
     contract = _CONTRACTS[kind]
     try:
@@ -238,7 +234,7 @@ def validate(kind: RawKind, payload: bytes, meta: RawMeta, policy: Policy) -> Va
             wire = _decode_slowly(payload, contract)
         record = contract.build(wire, meta, policy)
     except InputError as exc:
-        return Invalid(exc.reason, _clip(exc.detail))
+        return Refused(exc.reason, _clip(exc.detail))
     return Valid(record, contract.schema, record["device_id"])
 
 

@@ -249,9 +249,9 @@ class Worker:
     def _write(self, outcome: Outcome, records: list[RawRecord], now: int, batch: InFlight) -> None:
         for emit in outcome.emits:
             self._produce(batch, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
-        for refusal in outcome.refused:
-            r = refusal.record
-            letter, headers = dead_letter("validate", refusal.reason, refusal.detail,
+        for rejected in outcome.refused:
+            r, refused = rejected.record, rejected.refused
+            letter, headers = dead_letter("validate", refused.reason, refused.detail,
                                           Source(r.topic, r.partition, r.offset, r.key), r.value or b"", now)
             self._produce(batch, TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), r.key, headers)
         origin = {(r.key or b"").decode("utf-8", "replace"): (r.topic, r.partition) for r in records}
@@ -285,8 +285,8 @@ class Worker:
             out_topics[emit.topic] += 1
         for topic, count in out_topics.items():
             m.records_out.labels(topic).inc(count)
-        for refusal in outcome.refused:
-            m.dead_letters.labels(refusal.reason).inc()
+        for rejected in outcome.refused:
+            m.dead_letters.labels(rejected.refused.reason).inc()
         m.duplicates.inc(outcome.duplicates)
         m.transitions.inc(outcome.transitions)
         m.violations.inc(outcome.violations)

@@ -1,6 +1,6 @@
 from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import DEFAULT_RULES
-from guardstream.connectors.raw import Forward, Incoming, Refuse, decide, message_id
+from guardstream.connectors.raw import Divert, Forward, Incoming, decide, message_id
 
 
 def _msg(topic="guard/g-1/gps", payload=b'{"lat": 1}', **kw):
@@ -29,14 +29,14 @@ def test_message_id_is_deterministic_and_distinguishes_topic_and_payload():
 
 def test_oversize_is_refused_with_reason():
     out = decide(_msg(payload=b"x" * 2000), DEFAULT_RULES, "b1", 1024)
-    assert isinstance(out, Refuse) and out.reason == "oversize" and "2000 bytes" in out.detail
+    assert isinstance(out, Divert) and out.refused.reason == "oversize" and "2000 bytes" in out.refused.detail
     assert out.prefix == "guard"
 
 
 def test_bad_topics_are_refused_with_a_bounded_label():
-    assert decide(_msg(topic=None), DEFAULT_RULES, "b1", 1024).reason == "bad_topic"
+    assert decide(_msg(topic=None), DEFAULT_RULES, "b1", 1024).refused.reason == "bad_topic"
     out = decide(_msg(topic="attacker-chosen-prefix/x"), DEFAULT_RULES, "b1", 1024)
-    assert isinstance(out, Refuse) and out.prefix == "other" and out.reason == "unmapped_topic"
+    assert isinstance(out, Divert) and out.prefix == "other" and out.refused.reason == "unmapped_topic"
 
 
 def test_alerts_get_a_lane_of_their_own():

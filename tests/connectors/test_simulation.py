@@ -22,17 +22,18 @@ from guardstream.connectors.simulation import MALFORMED_REASONS, Fleet, Route, d
 from guardstream.connectors.simulator import import_demo_fences, load_demo_fences
 from guardstream.infra import topics
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.streams.geofence import FenceIndex, fence_from_record
-from guardstream.streams.validation import Invalid, Policy, RawMeta, Valid, kind_for_topic, validate
+from guardstream.streams.validation import Policy, RawMeta, Valid, kind_for_topic, validate
 
 START_MS = 1_795_000_000_000
 DOC = load_demo_fences()
 FENCES = [fence_from_record(r) for r in demo_fence_records(DOC, START_MS)]
 
 
-def _validated(message, now_ms: int) -> Valid | Invalid:
+def _validated(message, now_ms: int) -> Valid | Refused:
     found = match(DEFAULT_RULES, message.topic)  # raises when the bridge would refuse the topic
     meta = RawMeta(key=found.key, mqtt_topic=message.topic, msg_id="m", received_ms=now_ms)
     return validate(kind_for_topic(found.rule.kafka_topic), message.payload, meta, Policy(now_ms=now_ms))
@@ -109,7 +110,7 @@ def test_well_formed_payloads_validate_and_malformed_ones_fail_for_their_reason(
             assert isinstance(result, Valid), (message, result)
             assert result.key == message.device_id
         else:
-            assert isinstance(result, Invalid) and result.reason == MALFORMED_REASONS[message.malformed], message
+            assert isinstance(result, Refused) and result.reason == MALFORMED_REASONS[message.malformed], message
         outcomes[message.malformed] += 1
     assert set(outcomes) == {None, *MALFORMED_REASONS}
     assert len(messages) == 4 * 3600

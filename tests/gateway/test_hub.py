@@ -12,11 +12,13 @@ from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import authorise, parse_channel
 from guardstream.gateway.feed import FeedEvent
 from guardstream.gateway.hub import Client, Hub
+from guardstream.gateway.metrics import GatewayMetrics
 
 TENANTS = ["acme", "globex"]
 DEVICES = ["g-1", "g-2", "s-1"]
 SCHEMAS = ["guardstream.DeviceAlert", "guardstream.GuardPosition", "guardstream.SensorReading",
            "guardstream.Telemetry"]
+METRICS = GatewayMetrics.create()
 
 
 class Nowhere:
@@ -47,10 +49,10 @@ events = st.lists(st.tuples(st.sampled_from(SCHEMAS), st.sampled_from(TENANTS), 
 
 @given(st.lists(st.tuples(principals, st.lists(channel_names, max_size=6)), min_size=1, max_size=5), events)
 def test_a_client_gets_only_its_tenants_events_once_each(clients_spec, script) -> None:
-    hub = Hub({})
+    hub = Hub({}, METRICS)
     clients = []
     for principal, names in clients_spec:
-        client = Client(Nowhere(), principal, 10_000)
+        client = Client(Nowhere(), principal, 10_000, METRICS)
         hub.add(client)
         allowed = [n for n in names if authorise(principal, parse_channel(n), None) is None]
         hub.subscribe(client, allowed)
@@ -66,8 +68,8 @@ def test_a_client_gets_only_its_tenants_events_once_each(clients_spec, script) -
 
 
 def test_the_first_matching_channel_names_the_event_and_positions_conflate() -> None:
-    hub = Hub({})
-    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100)
+    hub = Hub({}, METRICS)
+    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100, METRICS)
     hub.add(client)
     hub.subscribe(client, ["device:g-1", "tenant:acme:positions"])
     hub.dispatch([event(1, "guardstream.GuardPosition", "acme", "g-1"),
@@ -80,8 +82,8 @@ def test_the_first_matching_channel_names_the_event_and_positions_conflate() -> 
 
 
 def test_a_removed_client_leaves_no_subscription_behind() -> None:
-    hub = Hub({})
-    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100)
+    hub = Hub({}, METRICS)
+    client = Client(Nowhere(), Principal("u", frozenset({"acme"}), frozenset(), 0.0), 100, METRICS)
     hub.add(client)
     hub.subscribe(client, ["tenant:acme:alerts", "device:g-1"])
     hub.remove(client)
@@ -97,8 +99,8 @@ def test_a_queue_full_of_alerts_closes_the_client_with_1013_and_delivers_nothing
 
     async def scenario() -> tuple[Recorder, Client]:
         sender = Recorder()
-        hub = Hub({})
-        client = Client(sender, Principal("u", frozenset({"acme"}), frozenset(), 0.0), 2)
+        hub = Hub({}, METRICS)
+        client = Client(sender, Principal("u", frozenset({"acme"}), frozenset(), 0.0), 2, METRICS)
         hub.add(client)
         hub.subscribe(client, ["tenant:acme:alerts"])
         hub.dispatch([event(n, "guardstream.DeviceAlert", "acme", "g-1") for n in range(4)])

@@ -56,7 +56,7 @@ def test_metric_names_are_found_in_promql(expr, names):
 
 def exported_names() -> set[str]:
     from guardstream.connectors.metrics import BridgeMetrics, CommandMetrics
-    from guardstream.gateway import metrics as gateway
+    from guardstream.gateway.metrics import GatewayMetrics
     from guardstream.infra.lag.burrow import Status
     from guardstream.infra.lag.metrics import LagMetrics
     from guardstream.infra.lag.snapshot import PartitionLag, Snapshot
@@ -67,7 +67,7 @@ def exported_names() -> set[str]:
     row = PartitionLag("g", "t", 0, 1, 5, 4, 2.0, Status.OK, 1)
     lag.snapshot.publish(Snapshot(90.0, 10, {("t", 0): (0, 5)}, (row,), {"g": Status.OK}))
     registries = [BridgeMetrics.create().registry, CommandMetrics.create().registry, WorkerMetrics.create().registry,
-                  sink.REGISTRY, gateway.REGISTRY, lag.registry]
+                  sink.REGISTRY, GatewayMetrics.create().registry, lag.registry]
     names = set()
     for registry in registries:
         for family in registry.collect():

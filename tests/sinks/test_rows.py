@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
+from guardstream.refusal import Refused
 from guardstream.schemas.contracts import EXAMPLES_DIR, current_contracts
 from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETRY, EVENT_ROWS, GEOFENCES, TABLES,
-                                    AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, Refuse,
-                                    latest_geofences, plan_write, timestamp)
+                                    AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, latest_geofences,
+                                    plan_write, timestamp)
 
 MIGRATION = (EXAMPLES_DIR.parent.parent / "infra" / "migrations" / "0001_initial.sql").read_text()
 
@@ -65,7 +66,7 @@ def test_epoch_milliseconds_become_aware_utc_datetimes(ms, expected):
 def test_a_time_beyond_year_9999_is_refused_as_out_of_range():
     record = _examples("Telemetry")[0] | {"ts_ms": 2**62}
     write = plan_write(EVENT_TOPIC, 0, 1, None, "guardstream.Telemetry", record)
-    assert write == Refuse("out_of_range", write.detail)
+    assert write == Refused("out_of_range", write.detail)
     with pytest.raises(InputError):
         timestamp(2**62)
 
@@ -84,7 +85,7 @@ def test_timestamps_keep_every_millisecond(ms):
 ])
 def test_a_record_that_does_not_belong_on_its_topic_is_refused(topic, full_name, reason):
     write = plan_write(topic, 0, 1, None, full_name, _examples(full_name.split(".")[1])[0])
-    assert isinstance(write, Refuse) and write.reason == reason
+    assert isinstance(write, Refused) and write.reason == reason
 
 
 def test_the_schema_name_picks_the_table_whatever_the_priority_topic():
@@ -138,7 +139,7 @@ def test_json_columns_get_parsed_values():
 def test_a_fence_whose_geometry_is_not_json_is_refused():
     fence = _examples("Geofence")[0] | {"geometry": "{not json"}
     write = plan_write(TOPICS.geofences.name, 0, 1, None, "guardstream.Geofence", fence)
-    assert isinstance(write, Refuse) and write.reason == "bad_geometry"
+    assert isinstance(write, Refused) and write.reason == "bad_geometry"
 
 
 def test_telemetry_values_pass_unchanged_for_the_database_to_judge():
@@ -175,3 +176,4 @@ def test_the_net_write_keeps_the_reference_of_the_last_record():
               (3, GeofenceTombstone("a"))]
     assert latest_geofences(writes) == [(2, GeofenceUpsert("b", ("b", 1, False))),
                                         (3, GeofenceUpsert("a", ("a", 1, True)))]
+

@@ -74,7 +74,7 @@ def test_a_mixed_batch_is_validated_enriched_and_routed():
         == ["LOW_BATTERY"]
     assert [e.schema for e in topics[TOPICS.events_low.name]] == ["guardstream.Telemetry"]
     assert [e.schema for e in topics[TOPICS.events_normal.name]] == ["guardstream.SensorReading"]
-    assert [(r.reason, r.record.key) for r in out.refused] == [("not_json", b"g2")]
+    assert [(r.refused.reason, r.record.key) for r in out.refused] == [("not_json", b"g2")]
 
 
 def test_duplicates_by_message_id_are_dropped():

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardstream.catalog import TOPICS
+from guardstream.refusal import Refused
 from guardstream.schemas.contracts import current_contracts
 from guardstream.streams import validation
 from guardstream.streams.dedup import DedupWindow
@@ -26,7 +27,6 @@ from guardstream.streams.validation import (
     REASONS,
     SCHEMA_FOR_KIND,
     SEVERITIES,
-    Invalid,
     Policy,
     RawKind,
     RawMeta,
@@ -69,7 +69,7 @@ def run(kind: RawKind, payload: dict[str, Any] | bytes, policy: Policy = POLICY,
     return validate(kind, encode(payload), meta(kind, **meta_changes), policy)
 
 
-def assert_valid_record(result: Valid | Invalid) -> Valid:
+def assert_valid_record(result: Valid | Refused) -> Valid:
     """The record has exactly the schema's fields, in order, validates, and encodes."""
     assert isinstance(result, Valid), result
     schema = current_contracts()[result.schema].schema
@@ -80,11 +80,11 @@ def assert_valid_record(result: Valid | Invalid) -> Valid:
     return result
 
 
-def assert_outcome(result: Valid | Invalid) -> None:
+def assert_outcome(result: Valid | Refused) -> None:
     if isinstance(result, Valid):
         assert_valid_record(result)
     else:
-        assert isinstance(result, Invalid)
+        assert isinstance(result, Refused)
         assert result.reason in REASONS
         assert 0 < len(result.detail) <= MAX_DETAIL_CHARS
 
@@ -271,7 +271,7 @@ BAD = [
 @pytest.mark.parametrize(("kind", "payload", "meta_changes", "reason"), BAD)
 def test_bad_payload_gives_its_reason(kind: RawKind, payload: Any, meta_changes: dict, reason: str) -> None:
     result = run(kind, payload, **meta_changes)
-    assert isinstance(result, Invalid), result
+    assert isinstance(result, Refused), result
     assert result.reason == reason, result.detail
     assert 0 < len(result.detail) <= MAX_DETAIL_CHARS
 
