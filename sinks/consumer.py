@@ -28,13 +28,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, SchemaError, UnavailableError
+from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.schemas.records import DEAD_LETTER
 from guardstream.sinks import metrics
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room
 from guardstream.sinks.circuit import GAUGE_VALUE, Breaker, BreakerPolicy, State
-from guardstream.sinks.rows import SINK_STAGE, Refuse, Write, plan_write
+from guardstream.sinks.rows import SINK_STAGE, Write, plan_write
 from guardstream.sinks.writer import BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ class SinkLoop:
         try:
             name, record = self.codec.decode(ref.value) if ref.value is not None else (None, None)
         except (InputError, SchemaError) as exc:
-            return Refuse(exc.reason, exc.detail)
+            return Refused.of(exc)
         return plan_write(ref.topic, ref.partition, ref.offset, ref.key, name, record)
 
     def _consume_error(self, error: KafkaError) -> None:
@@ -224,7 +225,7 @@ class SinkLoop:
         if not self.breaker.permit(started):
             self._wait_paused()
             return False
-        writable = [(ref, write) for ref, write in self.batch.items if not isinstance(write, Refuse)]
+        writable = [(ref, write) for ref, write in self.batch.items if not isinstance(write, Refused)]
         try:
             result = self.writer.write(writable)
         except UnavailableError as exc:
@@ -234,7 +235,7 @@ class SinkLoop:
             self._wait_paused()
             return False
         self.breaker.succeeded()
-        refused = [(ref, w.reason, w.detail) for ref, w in self.batch.items if isinstance(w, Refuse)]
+        refused = [(ref, w.reason, w.detail) for ref, w in self.batch.items if isinstance(w, Refused)]
         refused += [(r.ref, r.reason, r.detail) for r in result.rejected]
         self._send_dead_letters(refused)
         self._commit_offsets()
