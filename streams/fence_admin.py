@@ -18,10 +18,9 @@ from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
 from guardstream.kafka import common_config, producer_config
 from guardstream.schemas.codec import Codec
+from guardstream.schemas.records import GEOFENCE
 from guardstream.settings import Settings
 from guardstream.streams.geofence import fences_from_geojson
-
-GEOFENCE = "guardstream.Geofence"
 
 
 def import_file(settings: Settings, codec: Codec, path: Path, tenant: str) -> list[dict[str, Any]]:

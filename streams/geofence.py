@@ -26,6 +26,7 @@ from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 
 from guardstream.errors import InputError
+from guardstream.schemas.records import Geofence, geofence
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
 METRES_PER_DEGREE = math.pi / 180 * EARTH_RADIUS_M  # along a meridian
@@ -93,7 +94,7 @@ def parse_geometry(text: str, *, fence_id: str = "?") -> BaseGeometry:
     return shapely.force_2d(geometry)
 
 
-def fences_from_geojson(doc: Mapping[str, Any], tenant: str, now_ms: int) -> list[dict[str, Any]]:
+def fences_from_geojson(doc: Mapping[str, Any], tenant: str, now_ms: int) -> list[Geofence]:
     """Turn a GeoJSON FeatureCollection into Geofence record dicts, validated.
 
     Feature properties: ``id`` (optional), ``name``, ``kind`` (site|restricted)
@@ -103,7 +104,7 @@ def fences_from_geojson(doc: Mapping[str, Any], tenant: str, now_ms: int) -> lis
     if not isinstance(doc, Mapping) or doc.get("type") != "FeatureCollection" \
             or not isinstance(doc.get("features"), list):
         raise InputError("expected a GeoJSON FeatureCollection with a features list", reason="bad_geojson")
-    records: list[dict[str, Any]] = []
+    records: list[Geofence] = []
     seen: set[str] = set()
     for position, feature in enumerate(doc["features"]):
         try:
@@ -125,7 +126,7 @@ def stable_fence_id(tenant: str, name: str) -> str:
     return f"fence-{digest[:20]}"
 
 
-def _record_from_feature(feature: Any, tenant: str, now_ms: int) -> dict[str, Any]:
+def _record_from_feature(feature: Any, tenant: str, now_ms: int) -> Geofence:
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         raise InputError("not a GeoJSON Feature", reason="bad_geojson")
     props = feature.get("properties") or {}
@@ -143,15 +144,9 @@ def _record_from_feature(feature: Any, tenant: str, now_ms: int) -> dict[str, An
         geometry = json.dumps(feature.get("geometry"), separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InputError("geometry holds values JSON cannot carry", reason="bad_coordinates") from exc
-    return {
-        "fence_id": str(raw_id) if raw_id is not None else stable_fence_id(tenant, name),
-        "tenant": tenant,
-        "name": str(name),
-        "kind": kind.upper(),
-        "geometry": geometry,
-        "radius_m": None if radius is None else float(radius),
-        "updated_ms": now_ms,
-    }
+    return geofence(fence_id=str(raw_id) if raw_id is not None else stable_fence_id(tenant, name), tenant=tenant,
+                    name=str(name), kind=kind.upper(), geometry=geometry,
+                    radius_m=None if radius is None else float(radius), updated_ms=now_ms)
 
 
 def _checked_radius(fence_id: str, geometry: BaseGeometry, radius_m: Any) -> float | None:

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from guardstream.refusal import Refused
+from guardstream.schemas.records import (
+    DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, DeviceAlert, GeofenceEvent, device_alert, geofence_event,
+)
 from guardstream.streams.geofence import FenceIndex
 from guardstream.streams.geofence_state import (
     DeviceState, Fix, GeofenceTransition, Params, ViolationStarted, apply_batch, fence_removed,
@@ -24,10 +27,6 @@ from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
 from guardstream.streams.dedup import DedupWindow
 from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
-
-GUARD_POSITION = "guardstream.GuardPosition"
-GEOFENCE_EVENT = "guardstream.GeofenceEvent"
-DEVICE_ALERT = "guardstream.DeviceAlert"
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ def _enrich(positions: list[dict], state: State, params: Params, out: Outcome) -
 def _emit_output(output: object, received_ms: int, out: Outcome, cause: str | None = None) -> None:
     if isinstance(output, GeofenceTransition):
         out.transitions += 1
-        out.emits.append(emit_for(GEOFENCE_EVENT, geofence_event(output, received_ms)))
+        out.emits.append(emit_for(GEOFENCE_EVENT, transition_event(output, received_ms)))
     elif isinstance(output, ViolationStarted):
         out.violations += 1
         out.emits.append(emit_for(DEVICE_ALERT, violation_alert(output, received_ms, cause)))
@@ -167,15 +166,16 @@ def _exit_removed(state: State, removed: frozenset[str], now_ms: int, out: Outco
                 _emit_output(output, now_ms, out)
 
 
-def geofence_event(t: GeofenceTransition, received_ms: int) -> dict:
-    return {"event_id": t.event_id, "tenant": t.tenant, "device_id": t.device_id, "ts_ms": t.ts_ms,
-            "received_ms": received_ms, "fence_id": t.fence_id, "fence_kind": t.fence_kind,
-            "transition": str(t.transition), "lat": t.lat, "lon": t.lon, "dwell_ms": t.dwell_ms, "cause": t.cause}
+def transition_event(t: GeofenceTransition, received_ms: int) -> GeofenceEvent:
+    """The GeofenceEvent record of a guard entering or leaving a fence."""
+    return geofence_event(event_id=t.event_id, tenant=t.tenant, device_id=t.device_id, ts_ms=t.ts_ms,
+                          received_ms=received_ms, fence_id=t.fence_id, fence_kind=t.fence_kind,
+                          transition=str(t.transition), lat=t.lat, lon=t.lon, dwell_ms=t.dwell_ms, cause=t.cause)
 
 
-def violation_alert(v: ViolationStarted, received_ms: int, cause_event_id: str | None = None) -> dict:
+def violation_alert(v: ViolationStarted, received_ms: int, cause_event_id: str | None = None) -> DeviceAlert:
     where = (f"inside restricted zone {', '.join(v.restricted_fences)}" if v.restricted_fences
              else "outside every site of the tenant")
-    return {"event_id": v.event_id, "tenant": v.tenant, "device_id": v.device_id, "ts_ms": v.ts_ms,
-            "received_ms": received_ms, "kind": "GEOFENCE_VIOLATION", "severity": "CRITICAL", "lat": v.lat,
-            "lon": v.lon, "message": f"guard {where}", "rule": "geofence_violation", "cause_event_id": cause_event_id}
+    return device_alert(event_id=v.event_id, tenant=v.tenant, device_id=v.device_id, ts_ms=v.ts_ms,
+                        received_ms=received_ms, kind="GEOFENCE_VIOLATION", severity="CRITICAL", lat=v.lat,
+                        lon=v.lon, message=f"guard {where}", rule="geofence_violation", cause_event_id=cause_event_id)

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardstream.catalog import Priority, topic_for_priority
+from guardstream.schemas.records import (DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
+                                         SYSTEM_HEALTH, TELEMETRY)
 
-DEVICE_ALERT = "guardstream.DeviceAlert"
 PRIORITY_OF_SCHEMA: dict[str, Priority] = {
-    "guardstream.GeofenceEvent": Priority.CRITICAL,
-    "guardstream.GuardPosition": Priority.HIGH,
-    "guardstream.SensorReading": Priority.NORMAL,
-    "guardstream.Telemetry": Priority.LOW,
-    "guardstream.SystemHealth": Priority.LOW,
+    GEOFENCE_EVENT: Priority.CRITICAL,
+    GUARD_POSITION: Priority.HIGH,
+    SENSOR_READING: Priority.NORMAL,
+    TELEMETRY: Priority.LOW,
+    SYSTEM_HEALTH: Priority.LOW,
 }
 
 

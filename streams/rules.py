@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from guardstream.errors import InputError
-from guardstream.streams.validation import HEALTH_STATUSES, SENSOR_READING, SEVERITIES, SYSTEM_HEALTH, TELEMETRY
+from guardstream.schemas.records import SENSOR_READING, SYSTEM_HEALTH, TELEMETRY, DeviceAlert, device_alert
+from guardstream.streams.validation import HEALTH_STATUSES, SEVERITIES
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "rules_default.toml"
 ALERT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:guardstream:alert")
@@ -218,7 +219,7 @@ def _episode(state: RuleState, rule: str, firing: bool, safe: bool) -> tuple[Rul
 
 # -- evaluation ----------------------------------------------------------------------------
 
-Alerts = list[dict[str, Any]]
+Alerts = list[DeviceAlert]
 
 
 def evaluate(event_schema: str, record: dict[str, Any], state: RuleState | None,
@@ -234,11 +235,12 @@ def alert_event_id(cause_event_id: str, rule: str) -> str:
     return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{rule}\n{cause_event_id}"))
 
 
-def _alert(cause: Mapping[str, Any], rule: str, kind: str, severity: str, message: str) -> dict[str, Any]:
-    return {"event_id": alert_event_id(cause["event_id"], rule), "tenant": cause["tenant"],
-            "device_id": cause["device_id"], "ts_ms": cause["ts_ms"], "received_ms": cause["received_ms"],
-            "kind": kind, "severity": severity, "lat": None, "lon": None,
-            "message": message[:MAX_MESSAGE_CHARS], "rule": rule, "cause_event_id": cause["event_id"]}
+def _alert(cause: Mapping[str, Any], rule: str, kind: str, severity: str, message: str) -> DeviceAlert:
+    """The alert ``rule`` raises for the event ``cause``: same device, same times."""
+    return device_alert(event_id=alert_event_id(cause["event_id"], rule), tenant=cause["tenant"],
+                        device_id=cause["device_id"], ts_ms=cause["ts_ms"], received_ms=cause["received_ms"],
+                        kind=kind, severity=severity, lat=None, lon=None, message=message[:MAX_MESSAGE_CHARS],
+                        rule=rule, cause_event_id=cause["event_id"])
 
 
 def _telemetry(record: dict[str, Any], state: RuleState, rules: Rules) -> tuple[RuleState, Alerts]:
@@ -319,9 +321,10 @@ def silent_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, alread
         tenant, last_ms = last_seen[device_id]
         if now_ms - last_ms < rule.after_ms or already_alerted.get(device_id) == last_ms:
             continue
-        silence = {"event_id": f"{device_id}@{last_ms}", "tenant": tenant, "device_id": device_id,
-                   "ts_ms": last_ms + rule.after_ms, "received_ms": now_ms}
-        alert = _alert(silence, "device_silent", "DEVICE_SILENT", rule.severity,
-                       f"no event for {rule.after_minutes:g} minutes")
-        alerts.append({**alert, "cause_event_id": None})
+        # No event caused it, so none is named; the id comes from the silence: one device, one last event.
+        alerts.append(device_alert(
+            event_id=alert_event_id(f"{device_id}@{last_ms}", "device_silent"), tenant=tenant, device_id=device_id,
+            ts_ms=last_ms + rule.after_ms, received_ms=now_ms, kind="DEVICE_SILENT", severity=rule.severity,
+            lat=None, lon=None, message=f"no event for {rule.after_minutes:g} minutes", rule="device_silent",
+            cause_event_id=None))
     return alerts

@@ -64,12 +64,10 @@ from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import InputError
 from guardstream.refusal import Refused
 from guardstream.schemas.contracts import current_contracts
-
-TELEMETRY = "guardstream.Telemetry"
-GUARD_POSITION = "guardstream.GuardPosition"
-SENSOR_READING = "guardstream.SensorReading"
-DEVICE_ALERT = "guardstream.DeviceAlert"
-SYSTEM_HEALTH = "guardstream.SystemHealth"
+from guardstream.schemas.records import (
+    DEVICE_ALERT, GUARD_POSITION, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY, DeviceAlert, GuardPosition,
+    SensorReading, SystemHealth, Telemetry, device_alert, guard_position, sensor_reading, system_health, telemetry,
+)
 
 REASONS = frozenset({
     "too_large", "not_utf8", "too_deep", "not_json", "not_object", "missing_field", "wrong_type",
@@ -366,12 +364,6 @@ _LINE_BREAKS = re.compile(r"[\t\n\r]+")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # controls; lone surrogates break UTF-8
 
 
-def _common(wire: _Wire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
-    """The fields every output record starts with, in schema order."""
-    return {"event_id": meta.msg_id, "tenant": _tenant(wire, policy), "device_id": _device_id(wire, meta),
-            "ts_ms": _ts_ms(wire.ts, policy), "received_ms": meta.received_ms}
-
-
 def _one_of(first: Any, second: Any, names: str) -> Any:
     """The value of a field that has two accepted spellings."""
     if first is not None and second is not None and first != second:
@@ -464,55 +456,66 @@ def _position(wire: _PositionWire) -> tuple[float | None, float | None]:
 
 
 # -- one builder per kind: wire Struct in, output record out ---------------------------------
+#
+# Each passes the five fields every event starts with first, in schema order, so their
+# checks run in that order (tenant, device id, ts) and before the record's own ``_required``.
 
-def _guard_position(wire: _GuardWire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
+def _guard_position(wire: _GuardWire, meta: RawMeta, policy: Policy) -> GuardPosition:
     lat, lon = _position(wire)
-    record = {**_common(wire, meta, policy), "lat": _required("lat", lat), "lon": lon,
-              "accuracy_m": wire.accuracy_m, "speed_mps": wire.speed_mps, "heading_deg": wire.heading_deg,
-              "altitude_m": wire.altitude_m,
-              # filled in by geofence enrichment
-              "fences": [], "in_site": None, "violation": False}
-    return record
+    return guard_position(
+        event_id=meta.msg_id, tenant=_tenant(wire, policy), device_id=_device_id(wire, meta),
+        ts_ms=_ts_ms(wire.ts, policy), received_ms=meta.received_ms,
+        lat=_required("lat", lat), lon=lon, accuracy_m=wire.accuracy_m, speed_mps=wire.speed_mps,
+        heading_deg=wire.heading_deg, altitude_m=wire.altitude_m,
+        # filled in by geofence enrichment
+        fences=[], in_site=None, violation=False)
 
 
-def _telemetry(wire: _TelemetryWire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
+def _telemetry(wire: _TelemetryWire, meta: RawMeta, policy: Policy) -> Telemetry:
     signal = None if wire.signal_dbm is None else round(wire.signal_dbm)
-    record = {**_common(wire, meta, policy), "battery_pct": wire.battery_pct, "charging": wire.charging,
-              "signal_dbm": signal, "temperature_c": wire.temperature_c,
-              "firmware": _text(wire.firmware, policy)}
-    return record
+    return telemetry(
+        event_id=meta.msg_id, tenant=_tenant(wire, policy), device_id=_device_id(wire, meta),
+        ts_ms=_ts_ms(wire.ts, policy), received_ms=meta.received_ms,
+        battery_pct=wire.battery_pct, charging=wire.charging, signal_dbm=signal, temperature_c=wire.temperature_c,
+        firmware=_text(wire.firmware, policy))
 
 
-def _sensor_reading(wire: _SensorWire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
+def _sensor_reading(wire: _SensorWire, meta: RawMeta, policy: Policy) -> SensorReading:
     kind = _symbol("kind", wire.kind or _topic_segment(meta.mqtt_topic, 1), SENSOR_KINDS)
     if wire.site_id is not None and not DEVICE_ID.fullmatch(wire.site_id):
         raise _reject("bad_id", f"site_id {_show(wire.site_id)} is not 1-128 of A-Z a-z 0-9 _ . -")
     state = _text(wire.state, policy)
-    record = {**_common(wire, meta, policy), "kind": _required("kind", kind), "site_id": wire.site_id,
-              "value": wire.value, "unit": _text(wire.unit, policy), "state": state and state.lower()}
-    return record
+    return sensor_reading(
+        event_id=meta.msg_id, tenant=_tenant(wire, policy), device_id=_device_id(wire, meta),
+        ts_ms=_ts_ms(wire.ts, policy), received_ms=meta.received_ms,
+        kind=_required("kind", kind), site_id=wire.site_id, value=wire.value, unit=_text(wire.unit, policy),
+        state=state and state.lower())
 
 
-def _device_alert(wire: _AlertWire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
+def _device_alert(wire: _AlertWire, meta: RawMeta, policy: Policy) -> DeviceAlert:
     kind = _required("kind", _symbol("kind", wire.kind or _topic_segment(meta.mqtt_topic, 2), ALERT_KINDS))
     severity = _symbol("severity", wire.severity, SEVERITIES) or DEFAULT_SEVERITY.get(kind, "HIGH")
     lat, lon = _position(wire)
-    record = {**_common(wire, meta, policy), "kind": kind, "severity": severity, "lat": lat, "lon": lon,
-              "message": _text(wire.message, policy), "rule": None, "cause_event_id": None}
-    return record
+    return device_alert(
+        event_id=meta.msg_id, tenant=_tenant(wire, policy), device_id=_device_id(wire, meta),
+        ts_ms=_ts_ms(wire.ts, policy), received_ms=meta.received_ms,
+        kind=kind, severity=severity, lat=lat, lon=lon, message=_text(wire.message, policy), rule=None,
+        cause_event_id=None)
 
 
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
 
 
-def _system_health(wire: _SystemWire, meta: RawMeta, policy: Policy) -> dict[str, Any]:
+def _system_health(wire: _SystemWire, meta: RawMeta, policy: Policy) -> SystemHealth:
     metrics = wire.metrics or {}
     for name in metrics:
         if not _METRIC_NAME.fullmatch(name):
             raise _reject("bad_id", f"metric name {_show(name)} is not 1-128 of A-Z a-z 0-9 _ . : / -")
-    record = {**_common(wire, meta, policy), "status": _symbol("status", wire.status, HEALTH_STATUSES),
-              "detail": _text(wire.detail, policy), "metrics": dict(metrics)}
-    return record
+    return system_health(
+        event_id=meta.msg_id, tenant=_tenant(wire, policy), device_id=_device_id(wire, meta),
+        ts_ms=_ts_ms(wire.ts, policy), received_ms=meta.received_ms,
+        status=_symbol("status", wire.status, HEALTH_STATUSES), detail=_text(wire.detail, policy),
+        metrics=dict(metrics))
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,12 @@ from guardstream.catalog import TOPICS
 from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import DEAD_LETTER
+from guardstream.schemas.records import DEAD_LETTER, DEVICE_ALERT
 from guardstream.settings import Settings
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
-from guardstream.streams.pipeline import DEVICE_ALERT, Outcome, RawRecord, State, process
+from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
 from guardstream.streams.rules import Rules, load_rules, silent_devices
 from guardstream.streams.state_store import StateStore

@@ -8,8 +8,9 @@ import pytest
 
 from guardstream.catalog import TOPICS, Priority, topic_for_priority
 from guardstream.schemas.contracts import current_contracts
+from guardstream.schemas.records import DEVICE_ALERT
 from guardstream.streams.routing import PRIORITY_OF_SCHEMA, Emit, emit_for, route
-from guardstream.streams.validation import DEVICE_ALERT, SCHEMA_FOR_KIND, SEVERITIES
+from guardstream.streams.validation import SCHEMA_FOR_KIND, SEVERITIES
 
 
 def record(schema: str, **fields: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from guardstream.errors import InputError
 from guardstream.schemas.contracts import current_contracts
+from guardstream.schemas.records import DEVICE_ALERT, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY
 from guardstream.streams.rules import (
     RuleState,
     Rules,
@@ -25,7 +26,6 @@ from guardstream.streams.rules import (
     parse_rules,
     silent_devices,
 )
-from guardstream.streams.validation import DEVICE_ALERT, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY
 
 NOW_MS = 1_795_000_000_000
 RULES = default_rules()
