@@ -27,6 +27,7 @@ from guardstream.settings import Settings
 if TYPE_CHECKING:
     from guardstream.observability import ReadyCheck
     from guardstream.sinks.consumer import SharedBreaker, SinkLoop
+    from guardstream.sinks.metrics import SinkMetrics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Sink:
     producer: Any  # confluent_kafka.Producer, imported when the command runs
+    metrics: SinkMetrics
     breaker: SharedBreaker
     stop: threading.Event
     loops: list[SinkLoop] = field(default_factory=list)
@@ -50,12 +52,14 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     from guardstream.sinks.batching import bulk_policies, critical_policies
     from guardstream.sinks.circuit import BreakerPolicy
     from guardstream.sinks.consumer import SharedBreaker, SinkLoop
+    from guardstream.sinks.metrics import SinkMetrics
     from guardstream.sinks.writer import BatchWriter
 
     codec = Codec(registry_from_settings(settings))
-    breaker = SharedBreaker(BreakerPolicy(max_delay_s=settings.sink_retry_max_ms / 1000))
+    metrics = SinkMetrics.create()
+    breaker = SharedBreaker(BreakerPolicy(max_delay_s=settings.sink_retry_max_ms / 1000), metrics)
     producer = Producer(producer_config(settings, "guardstream-sink"))
-    sink = Sink(producer, breaker, stop or threading.Event())
+    sink = Sink(producer, metrics, breaker, stop or threading.Event())
     critical_group = f"{settings.sink_group}-critical"
     bulk_topics = [t.name for t in TOPICS.events()[1:]] + [
         TOPICS.geofences.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name,
@@ -77,7 +81,7 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     for kind, group, topics, policies, overrides in lanes:
         consumer = Consumer(consumer_config(settings, f"guardstream-sink-{kind}", group, **overrides))
         sink.loops.append(SinkLoop(kind, consumer, topics, policies, BatchWriter(settings.database_url), producer,
-                                   codec, breaker, sink.stop))
+                                   codec, metrics, breaker, sink.stop))
     return sink
 
 
@@ -130,12 +134,11 @@ def run(sink: Sink) -> int:
 def cmd_sink(args: argparse.Namespace) -> int:
     from guardstream.lifecycle import install_stop_handlers
     from guardstream.observability import serve
-    from guardstream.sinks.metrics import REGISTRY
 
     settings = Settings.from_env()
     sink = build(settings)
     install_stop_handlers(sink.stop.set)
-    endpoints = (serve(REGISTRY, readiness(sink), settings.metrics_host, settings.metrics_port)
+    endpoints = (serve(sink.metrics.registry, readiness(sink), settings.metrics_host, settings.metrics_port)
                  if settings.metrics_port else None)
     log.info("sink: critical group %s-critical, bulk group %s", settings.sink_group, settings.sink_group)
     try:

@@ -32,9 +32,9 @@ from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.schemas.records import DEAD_LETTER
-from guardstream.sinks import metrics
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room
 from guardstream.sinks.circuit import GAUGE_VALUE, Breaker, BreakerPolicy, State
+from guardstream.sinks.metrics import SinkMetrics
 from guardstream.sinks.rows import SINK_STAGE, Write, plan_write
 from guardstream.sinks.writer import BatchWriter, WriteResult
 
@@ -47,18 +47,18 @@ _MIN_WAIT_S = 0.02  # shortest wait between two looks at the breaker (the other 
 class SharedBreaker:
     """The database circuit, shared by both consumers (one database), thread-safe."""
 
-    def __init__(self, policy: BreakerPolicy) -> None:
-        self.policy = policy
+    def __init__(self, policy: BreakerPolicy, metrics: SinkMetrics) -> None:
+        self.policy, self.metrics = policy, metrics
         self._breaker = Breaker()
         self._lock = threading.Lock()
         self.database_answered: bool | None = None  # None until the first attempt
-        metrics.CIRCUIT_STATE.set(GAUGE_VALUE[State.CLOSED])
+        metrics.circuit_state.set(GAUGE_VALUE[State.CLOSED])
 
     def _set(self, breaker: Breaker) -> None:
         if breaker.state is not self._breaker.state:
             log.warning("database circuit %s -> %s", self._breaker.state, breaker.state)
         self._breaker = breaker
-        metrics.CIRCUIT_STATE.set(GAUGE_VALUE[breaker.state])
+        self.metrics.circuit_state.set(GAUGE_VALUE[breaker.state])
 
     def permit(self, now: float) -> bool:
         with self._lock:
@@ -111,8 +111,8 @@ class SinkLoop:
     """Consume ``topics`` into PostgreSQL with exactly-once effect, until ``stop`` is set."""
 
     def __init__(self, kind: str, consumer: Consumer, topics: Sequence[str], policies: Mapping[str, BatchPolicy],
-                 writer: BatchWriter[Ref], producer: Producer, codec: Codec, breaker: SharedBreaker,
-                 stop: threading.Event, idle_s: float = 0.5) -> None:
+                 writer: BatchWriter[Ref], producer: Producer, codec: Codec, metrics: SinkMetrics,
+                 breaker: SharedBreaker, stop: threading.Event, idle_s: float = 0.5) -> None:
         self.kind = kind
         self.consumer = consumer
         self.topics = list(topics)
@@ -120,6 +120,7 @@ class SinkLoop:
         self.writer = writer
         self.producer = producer
         self.codec = codec
+        self.metrics = metrics
         self.breaker = breaker
         self.stop = stop
         self.idle_s = idle_s
@@ -230,7 +231,7 @@ class SinkLoop:
             result = self.writer.write(writable)
         except UnavailableError as exc:
             self.breaker.failed(time.monotonic())
-            metrics.RETRIES.labels(self.kind).inc()
+            self.metrics.retries.labels(self.kind).inc()
             log.warning("%s: batch of %d kept for a retry: %s", self.kind, len(self.batch), exc.detail)
             self._wait_paused()
             return False
@@ -260,7 +261,7 @@ class SinkLoop:
             value = self.codec.encode(DEAD_LETTER, record)
             self.producer.produce(TOPICS.dlq_sink.name, key=ref.key, value=value, headers=headers,
                                   on_delivery=delivered)
-            metrics.DEAD_LETTERS.labels(ref.topic, reason).inc()
+            self.metrics.dead_letters.labels(ref.topic, reason).inc()
             log.info("dead letter: %s[%d]@%d %s: %s", ref.topic, ref.partition, ref.offset, reason, detail)
         left = self.producer.flush(30)
         if left or failures:
@@ -280,18 +281,18 @@ class SinkLoop:
 
     def _count(self, result: WriteResult[Ref], started: float) -> None:
         for table, count in result.written.items():
-            metrics.ROWS_WRITTEN.labels(table).inc(count)
+            self.metrics.rows_written.labels(table).inc(count)
         for table, count in result.duplicates.items():
             if count:
-                metrics.DUPLICATES_SKIPPED.labels(table).inc(count)
+                self.metrics.duplicates_skipped.labels(table).inc(count)
         for outcome, count in result.actions.items():
-            metrics.ALERT_ACTIONS.labels(outcome).inc(count)
+            self.metrics.alert_actions.labels(outcome).inc(count)
         done = time.monotonic()
-        metrics.BATCHES.labels(self.kind).inc()
-        metrics.BATCH_ROWS.labels(self.kind).observe(len(self.batch))
-        metrics.BATCH_SECONDS.labels(self.kind).observe(done - started)
+        self.metrics.batches.labels(self.kind).inc()
+        self.metrics.batch_rows.labels(self.kind).observe(len(self.batch))
+        self.metrics.batch_seconds.labels(self.kind).observe(done - started)
         if self.batch.first_polled_at is not None:
-            metrics.BATCH_AGE_SECONDS.labels(self.kind).observe(done - self.batch.first_polled_at)
+            self.metrics.batch_age_seconds.labels(self.kind).observe(done - self.batch.first_polled_at)
 
     # -- pause, resume, rebalance ------------------------------------------------------------
 
@@ -301,14 +302,14 @@ class SinkLoop:
         if assignment and not self._paused:
             self.consumer.pause(assignment)
             self._paused = assignment
-            metrics.PAUSED.labels(self.kind).set(1)
+            self.metrics.paused.labels(self.kind).set(1)
 
     def _resume(self) -> None:
         self.waiting = False
         if self._paused:
             self.consumer.resume(self._paused)
             self._paused = []
-            metrics.PAUSED.labels(self.kind).set(0)
+            self.metrics.paused.labels(self.kind).set(0)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = True
@@ -321,5 +322,5 @@ class SinkLoop:
         self.batch = Batch()
         self.waiting = False
         self._paused = []
-        metrics.PAUSED.labels(self.kind).set(0)
+        self.metrics.paused.labels(self.kind).set(0)
         self.assigned = False

@@ -60,14 +60,14 @@ def exported_names() -> set[str]:
     from guardstream.infra.lag.burrow import Status
     from guardstream.infra.lag.metrics import LagMetrics
     from guardstream.infra.lag.snapshot import PartitionLag, Snapshot
-    from guardstream.sinks import metrics as sink
+    from guardstream.sinks.metrics import SinkMetrics
     from guardstream.streams.metrics import WorkerMetrics
     lag = LagMetrics.create(lambda: 100.0)
     # a snapshot with one row, so every lag family (the age one too) shows up in a collection
     row = PartitionLag("g", "t", 0, 1, 5, 4, 2.0, Status.OK, 1)
     lag.snapshot.publish(Snapshot(90.0, 10, {("t", 0): (0, 5)}, (row,), {"g": Status.OK}))
     registries = [BridgeMetrics.create().registry, CommandMetrics.create().registry, WorkerMetrics.create().registry,
-                  sink.REGISTRY, GatewayMetrics.create().registry, lag.registry]
+                  SinkMetrics.create().registry, GatewayMetrics.create().registry, lag.registry]
     names = set()
     for registry in registries:
         for family in registry.collect():
