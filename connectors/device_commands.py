@@ -26,12 +26,11 @@ from guardstream.errors import InputError, SchemaError
 from guardstream.kafka import consumer_config, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import DEAD_LETTER
+from guardstream.schemas.records import COMMAND_OUTCOME, DEAD_LETTER, CommandOutcome, command_outcome
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.commands")
 GROUP = "guardstream-commands"
-OUTCOME = "guardstream.CommandOutcome"
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,9 @@ def decide(command: dict[str, Any], now_ms: int) -> Publish | Expired:
     return Publish(COMMAND_TOPIC.format(device_id=command["device_id"]), payload, qos if qos in (0, 1, 2) else 1)
 
 
-def outcome(command: dict[str, Any], kind: str, now_ms: int, detail: str | None = None) -> dict[str, Any]:
-    return {"command_id": command["command_id"], "tenant": command["tenant"], "device_id": command["device_id"],
-            "outcome": kind, "ts_ms": now_ms, "detail": detail}
+def outcome(command: dict[str, Any], kind: str, now_ms: int, detail: str | None = None) -> CommandOutcome:
+    return command_outcome(command_id=command["command_id"], tenant=command["tenant"],
+                           device_id=command["device_id"], outcome=kind, ts_ms=now_ms, detail=detail)
 
 
 class CommandRelay:
@@ -130,7 +129,7 @@ class CommandRelay:
                 why = f"MQTT publish refused: {exc}"
             result = outcome(command, "FAILED" if why else "SENT", time.time_ns() // 1_000_000, why)
         self.metrics.outcomes.labels(result["outcome"]).inc()
-        self.producer.produce(TOPICS.commands_outcomes.name, self.codec.encode(OUTCOME, result),
+        self.producer.produce(TOPICS.commands_outcomes.name, self.codec.encode(COMMAND_OUTCOME, result),
                               command["device_id"].encode())
 
     def _wait_connected(self) -> None:

@@ -233,6 +233,7 @@ def import_demo_fences(settings: Settings, timeout_s: float = 15.0) -> int:
     from guardstream.catalog import TOPICS
     from guardstream.kafka import probe_end_offsets, producer_config
     from guardstream.schemas.codec import Codec
+    from guardstream.schemas.records import GEOFENCE
     from guardstream.schemas.registry import registry_from_settings
 
     topic = TOPICS.geofences.name
@@ -244,7 +245,7 @@ def import_demo_fences(settings: Settings, timeout_s: float = 15.0) -> int:
     producer = Producer(producer_config(settings, "guardstream-demo-fences"))
     try:
         for record in records:
-            producer.produce(topic, codec.encode("guardstream.Geofence", record), record["fence_id"].encode())
+            producer.produce(topic, codec.encode(GEOFENCE, record), record["fence_id"].encode())
         left = producer.flush(timeout_s)
     except KafkaException as exc:
         raise UnavailableError(f"writing demo fences to {topic}: {exc}") from exc

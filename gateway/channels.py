@@ -33,12 +33,10 @@ from typing import Any
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.queues import Lane
+from guardstream.schemas.records import (ALERT_ACTION, DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
+                                         SYSTEM_HEALTH, TELEMETRY)
 
 ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-DEVICE_ALERT = "guardstream.DeviceAlert"
-GEOFENCE_EVENT = "guardstream.GeofenceEvent"
-GUARD_POSITION = "guardstream.GuardPosition"
-ALERT_ACTION = "guardstream.AlertAction"
 
 
 class Kind(enum.Enum):
@@ -57,9 +55,9 @@ SCHEMA_KINDS: Mapping[str, Kind] = {
     GEOFENCE_EVENT: Kind.ALERTS,
     ALERT_ACTION: Kind.ALERTS,
     GUARD_POSITION: Kind.POSITIONS,
-    "guardstream.SensorReading": Kind.SENSORS,
-    "guardstream.Telemetry": Kind.TELEMETRY,
-    "guardstream.SystemHealth": Kind.TELEMETRY,
+    SENSOR_READING: Kind.SENSORS,
+    TELEMETRY: Kind.TELEMETRY,
+    SYSTEM_HEALTH: Kind.TELEMETRY,
 }
 
 

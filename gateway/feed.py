@@ -24,10 +24,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.metrics import GatewayMetrics
-from guardstream.gateway.channels import ALERT_ACTION
 from guardstream.gateway.resume import ReplayPlan, plan_replay
 from guardstream.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
 from guardstream.schemas.codec import Codec
+from guardstream.schemas.records import ALERT_ACTION
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.gateway.feed")

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from guardstream.gateway.auth import Principal
-from guardstream.gateway.channels import (ALERT_ACTION, DEVICE_ALERT, Route, channel_kind, delivery_channel,
-                                         route)
+from guardstream.gateway.channels import Route, channel_kind, delivery_channel, route
 from guardstream.gateway.feed import FeedEvent
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.protocol import CLOSE_CODES, alert_status_message, event_message
 from guardstream.gateway.queues import ClientQueue, Item, Lane, Offer
 from guardstream.gateway.resume import ReplayGate
+from guardstream.schemas.records import ALERT_ACTION, DEVICE_ALERT
 
 log = logging.getLogger("guardstream.gateway")
 TP = tuple[str, int]

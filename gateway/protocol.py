@@ -18,7 +18,8 @@ import msgspec
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import parse_channel
-from guardstream.sinks.rows import ACTION_STATUS
+from guardstream.schemas import records
+from guardstream.schemas.records import ACTION_STATUS
 
 TP = tuple[str, int]  # (topic, partition)
 MAX_CHANNELS = 200
@@ -150,10 +151,10 @@ def _ack(message: Mapping[str, Any]) -> Ack:
     return Ack(alert, action, note)
 
 
-def alert_action(principal: Principal, ack: Ack, tenant: str, action_id: str, now_ms: int) -> dict[str, Any]:
+def alert_action(principal: Principal, ack: Ack, tenant: str, action_id: str, now_ms: int) -> records.AlertAction:
     """The guardstream.AlertAction record an acknowledgement writes."""
-    return {"action_id": action_id, "tenant": tenant, "alert_event_id": ack.alert_event_id, "action": ack.action,
-            "actor": principal.subject, "ts_ms": now_ms, "note": ack.note}
+    return records.alert_action(action_id=action_id, tenant=tenant, alert_event_id=ack.alert_event_id,
+                                action=ack.action, actor=principal.subject, ts_ms=now_ms, note=ack.note)
 
 
 # -- server -> client ------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
 from guardstream.refusal import Refused
+from guardstream.schemas import records
+from guardstream.schemas.records import ACTION_STATUS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -118,9 +120,6 @@ class AlertStatusChange:
 # A record the sink cannot write is Refused: it becomes a dead letter with that reason code.
 Write = InsertRow | GeofenceUpsert | GeofenceTombstone | AlertStatusChange | Refused
 
-ACTION_STATUS: Mapping[str, str] = {"ACKNOWLEDGE": "ACKNOWLEDGED", "RESOLVE": "RESOLVED",
-                                    "FALSE_ALARM": "FALSE_ALARM"}
-
 
 def timestamp(ms: int) -> datetime:
     """Epoch milliseconds UTC as an aware datetime; :class:`InputError` past year 9999."""
@@ -164,13 +163,14 @@ def _geofence_event(r: Mapping[str, Any]) -> tuple[Any, ...]:
                        r.get("cause"))
 
 
+# Record names are the records' own; the table names are the tables' (SYSTEM_HEALTH is a table here).
 EVENT_ROWS = {
-    "guardstream.Telemetry": (DEVICE_TELEMETRY, _telemetry),
-    "guardstream.GuardPosition": (GUARD_POSITIONS, _guard_position),
-    "guardstream.SensorReading": (SENSOR_READINGS, _sensor_reading),
-    "guardstream.SystemHealth": (SYSTEM_HEALTH, _system_health),
-    "guardstream.DeviceAlert": (DEVICE_ALERTS, _device_alert),
-    "guardstream.GeofenceEvent": (GEOFENCE_EVENTS, _geofence_event),
+    records.TELEMETRY: (DEVICE_TELEMETRY, _telemetry),
+    records.GUARD_POSITION: (GUARD_POSITIONS, _guard_position),
+    records.SENSOR_READING: (SENSOR_READINGS, _sensor_reading),
+    records.SYSTEM_HEALTH: (SYSTEM_HEALTH, _system_health),
+    records.DEVICE_ALERT: (DEVICE_ALERTS, _device_alert),
+    records.GEOFENCE_EVENT: (GEOFENCE_EVENTS, _geofence_event),
 }
 
 
@@ -239,11 +239,11 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
 
 def _expected_record(topic: str) -> str | None:
     if topic == TOPICS.geofences.name:
-        return "guardstream.Geofence"
+        return records.GEOFENCE
     if topic == TOPICS.alerts_actions.name:
-        return "guardstream.AlertAction"
+        return records.ALERT_ACTION
     if topic in DEAD_LETTER_TOPICS:
-        return "guardstream.DeadLetter"
+        return records.DEAD_LETTER
     return None
 
 
