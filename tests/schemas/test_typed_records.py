@@ -1,4 +1,7 @@
-"""Each typed record of ``schemas/records.py`` against its ``.avsc``: name, fields, types, defaults, constructor."""
+"""Each typed record of ``schemas/records.py`` against its ``.avsc``: name, fields, types, defaults, constructor.
+
+Named test_typed_records so it does not collide with tests/infra/ops/test_records.py (one module namespace).
+"""
 
 from __future__ import annotations
 
