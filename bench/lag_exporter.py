@@ -31,9 +31,10 @@ from guardstream.infra.lag.collect import LagCollector
 from guardstream.infra.lag.exporter import LagExporter
 from guardstream.infra.lag.metrics import LagMetrics
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
-from guardstream.kafka import admin_config, consumer_config, probe_end_offsets, producer_config
+from guardstream.kafka import admin_config, consumer_config, producer_config
 from guardstream.observability import serve
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 TOPICS, PARTITIONS, GROUPS, TOPICS_PER_GROUP = 20, 10, 20, 3
 BATCHES, BATCH = 5, 10  # records per partition: BATCHES x BATCH

@@ -231,10 +231,11 @@ def import_demo_fences(settings: Settings, timeout_s: float = 15.0) -> int:
     from confluent_kafka import KafkaException, Producer
 
     from guardstream.catalog import TOPICS
-    from guardstream.kafka import probe_end_offsets, producer_config
+    from guardstream.kafka import producer_config
     from guardstream.schemas.codec import Codec
     from guardstream.schemas.records import GEOFENCE
     from guardstream.schemas.registry import registry_from_settings
+    from guardstream.topic_end import probe_end_offsets
 
     topic = TOPICS.geofences.name
     ends = probe_end_offsets(settings, [(topic, p) for p in range(TOPICS.geofences.partitions)], timeout_s)

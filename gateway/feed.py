@@ -25,10 +25,11 @@ from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.resume import ReplayPlan, plan_replay
-from guardstream.kafka import common_config, fetch_wait_ms, probe_end_offsets, producer_config, take_batch
+from guardstream.kafka import common_config, fetch_wait_ms, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.records import ALERT_ACTION
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 log = logging.getLogger("guardstream.gateway.feed")
 TP = tuple[str, int]

@@ -1,26 +1,23 @@
-"""Kafka client configuration, built from the settings, and the end-offset probe.
+"""Kafka client configuration, built from the settings, and the client mechanics every
+component shares: handing a record to a producer whose queue may be full, taking a batch,
+the text and code of a Kafka error.
 
 Every Kafka client in guardstream gets its configuration here, so security
 settings (SASL/SSL) reach all of them and the embedded profile's short session
-timeouts are set in one place.
-
-End offsets: some Kafka-protocol brokers (tansu, the embedded broker) report a
-partition's high watermark as the base offset of the last record batch + 1
-rather than the last offset + 1. :func:`probe_end_offsets` reads from
-``high watermark - 1`` to the partition's end-of-file event and takes that
-position, which is exact on every broker (on Apache Kafka it reads one record).
+timeouts are set in one place. Reading partitions to their end (and exact end
+offsets) is :mod:`guardstream.topic_end`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from guardstream.errors import UnavailableError
+from guardstream.errors import BackpressureError
 from guardstream.settings import Settings
 
 
@@ -111,53 +108,49 @@ def admin_config(settings: Settings, client_id: str = "guardstream-admin") -> di
     return common_config(settings, client_id)
 
 
-def probe_end_offsets(settings: Settings, partitions: Iterable[tuple[str, int]],
-                      timeout_s: float = 10.0) -> dict[tuple[str, int], tuple[int, int]]:
-    """{(topic, partition): (oldest offset, exact end offset)} for each partition."""
-    wanted = list(partitions)
-    if not wanted:
-        return {}
-    consumer = Consumer(common_config(settings, "guardstream-probe") | {
-        "group.id": "guardstream-probe", "enable.auto.commit": False, "enable.partition.eof": True,
-        "fetch.wait.max.ms": 100,
-    })
-    try:
-        result: dict[tuple[str, int], tuple[int, int]] = {}
-        to_read: list[TopicPartition] = []
-        for topic, partition in wanted:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-            except KafkaException as exc:
-                raise UnavailableError(f"watermarks of {topic}[{partition}]: {exc}") from exc
-            result[(topic, partition)] = (low, high)
-            if high > low:
-                to_read.append(TopicPartition(topic, partition, high - 1))
-        if to_read:
-            _read_to_eof(consumer, to_read, result, timeout_s)
-        return result
-    finally:
-        consumer.close()
+# How long :func:`produce` waits for room in a full producer queue unless told otherwise:
+# librdkafka's default delivery timeout (``message.timeout.ms``). By then every record in the
+# queue has been delivered or has failed, either of which makes room, so a queue still full
+# is a client that no longer moves.
+QUEUE_WAIT_S = 300.0
+# Each wait for room serves delivery reports for this long: serving them is what makes room.
+QUEUE_POLL_S = 0.05
 
 
-def _read_to_eof(consumer: Consumer, partitions: list[TopicPartition],
-                 result: dict[tuple[str, int], tuple[int, int]], timeout_s: float) -> None:
-    consumer.assign(partitions)
-    pending = {(tp.topic, tp.partition) for tp in partitions}
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        key = (message.topic(), message.partition())
-        error = message.error()
-        if error is None:
-            low, high = result[key]
-            result[key] = (low, max(high, message.offset() + 1))
-        elif error.code() == KafkaError._PARTITION_EOF:
-            low, high = result[key]
-            result[key] = (low, max(high, message.offset()))
-            pending.discard(key)
-        elif not error.retriable():
-            raise UnavailableError(f"probe of {key[0]}[{key[1]}]: {error.str()}")
-    if pending:
-        raise UnavailableError(f"end offsets of {sorted(pending)} not reached within {timeout_s:.0f}s")
+def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, *,
+            partition: int = -1, headers: list[tuple[str, bytes | None]] | None = None, timestamp: int = 0,
+            on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+            wait_s: float = QUEUE_WAIT_S) -> None:
+    """Hand one record to ``producer``; while its local queue is full (Kafka slow or away),
+    serve delivery reports and try again.
+
+    :class:`BackpressureError` when there is still no room after ``wait_s`` seconds: at once
+    with 0 (a caller that must not block), never with ``math.inf`` (a producer whose records
+    wait for Kafka without a deadline). ``partition`` -1 leaves the choice to the producer's
+    partitioner, ``timestamp`` 0 stamps the record now. Any other error of the client
+    (:class:`KafkaException`) is the caller's.
+    """
+    deadline = None
+    while True:
+        try:
+            producer.produce(topic, value, key, partition=partition, on_delivery=on_delivery, timestamp=timestamp,
+                             headers=headers)
+            return
+        except BufferError as exc:
+            if deadline is None:
+                deadline = time.monotonic() + wait_s
+            if time.monotonic() >= deadline:
+                raise BackpressureError(f"{topic}: the producer's queue stayed full for {wait_s:g}s") from exc
+        producer.poll(QUEUE_POLL_S)
+
+
+def error_text(exc: KafkaException) -> str:
+    """What a Kafka client error says, without the ``KafkaError{code=...}`` wrapping."""
+    error = exc.args[0] if exc.args else None
+    return error.str() if isinstance(error, KafkaError) else str(exc)
+
+
+def error_code(exc: KafkaException) -> int | None:
+    """The :class:`KafkaError` code of a client error (``KafkaError.GROUP_ID_NOT_FOUND``, ...), None without one."""
+    error = exc.args[0] if exc.args else None
+    return error.code() if isinstance(error, KafkaError) else None

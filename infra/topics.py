@@ -14,8 +14,9 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import ConfigError, UnavailableError
-from guardstream.kafka import admin_config, probe_end_offsets
+from guardstream.kafka import admin_config
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ import psycopg
 import pytest
 from support.processes import Component
 
+from guardstream.catalog import RAW_BYTES, Topic
 from guardstream.infra import topics
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
 from guardstream.settings import Settings
 
 TEST_PG_ADMIN_URL = os.environ.get("PG_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DAY_MS = 86_400_000
 
 
 def _run_child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -144,3 +146,17 @@ def run_component(tmp_path: Path) -> Iterator[Callable[..., Component]]:
 def applied(settings: Settings) -> Settings:
     topics.apply(settings)
     return settings
+
+
+@pytest.fixture
+def make_topic(settings: Settings, unique: str) -> Callable[..., str]:
+    """``make_topic(partitions=1, raw=False, name="ops", cleanup="delete")``: a new topic of the
+    test's own on the session broker (a day's retention); returns its name."""
+    counter = iter(range(100))
+
+    def make(partitions: int = 1, raw: bool = False, name: str = "ops", cleanup: str = "delete") -> str:
+        schemas = (RAW_BYTES,) if raw else ("guardstream.Telemetry",)
+        topic = Topic(f"{name}.{unique}.{next(counter)}", partitions, DAY_MS, cleanup, "k", schemas, "test topic")
+        topics.apply(settings, (topic,))
+        return topic.name
+    return make

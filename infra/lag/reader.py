@@ -5,7 +5,7 @@ commits), does two jobs per collection:
 
 * **Exact end offsets.** A partition's high watermark is exact on Apache Kafka,
   but tansu reports the base offset of the last batch + 1. As
-  :func:`guardstream.kafka.probe_end_offsets` does, the reader starts at
+  :func:`guardstream.topic_end.probe_end_offsets` does, the reader starts at
   ``watermark - 1`` and reads to the partition's end-of-file event: one record
   on Apache Kafka, the last batch on tansu. A watermark grows with every batch
   written, on both brokers, so an unchanged watermark means an unchanged end and

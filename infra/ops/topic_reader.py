@@ -20,8 +20,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import consumer_config, probe_end_offsets
+from guardstream.kafka import consumer_config
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 from .records import Record
 

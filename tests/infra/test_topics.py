@@ -3,8 +3,8 @@ from confluent_kafka import Producer
 from guardstream.catalog import TOPICS, Topic
 from guardstream.infra import topics
 from guardstream.infra.topics import Existing, plan_changes, sized
-from guardstream.kafka import probe_end_offsets
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 DAY = 86_400_000
 

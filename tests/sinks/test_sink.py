@@ -30,10 +30,11 @@ from guardstream.catalog import TOPICS
 from guardstream.infra import topics
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import free_port, wait_until
-from guardstream.kafka import consumer_config, probe_end_offsets, producer_config
+from guardstream.kafka import consumer_config, producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ import sys
 from guardstream.infra.ops.records import Record
 from guardstream.infra.ops.topic_reader import TopicReader
 
-DAY_MS = 86_400_000
 T0_MS = 1_700_000_000_000  # records carry explicit timestamps from here, one second apart
 
 
