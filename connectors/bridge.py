@@ -30,6 +30,7 @@ The decisions (mapping, refusal, ack order) are pure code in ``mapping.py``,
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from guardstream.connectors.mapping import Rule, load_rules
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
 from guardstream.connectors.raw import Divert, Forward, Incoming, decide
-from guardstream.kafka import producer_config
+from guardstream.kafka import produce, producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.schemas.records import DEAD_LETTER
@@ -67,6 +68,9 @@ ALERTS_LINGER_MS = 0
 # (QoS >= 1 ones are held by the window), so the bridge's memory stays bounded for them too.
 QUEUE_MAX_MESSAGES = 20_000
 QUEUE_MAX_KBYTES = 64 * 1024
+# How long a record waits for room in that queue: as long as it takes. Records wait for
+# Kafka without a deadline (message.timeout.ms 0), and the receiving thread with them.
+QUEUE_WAIT_S = math.inf
 # While messages flow, the MQTT thread serves delivery reports at most this often rather
 # than after every message: each poll releases and retakes the GIL.
 SERVE_REPORTS_S = 0.001
@@ -188,16 +192,6 @@ class Bridge:
             self.metrics.connected.labels("kafka").set(0)
             log.warning("Kafka unreachable: %s; holding MQTT acknowledgements", error.str())
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list,
-                 on_delivery: Callable[[KafkaError | None, object], None]) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                return
-            except BufferError:
-                # librdkafka's queue is full (Kafka slow or away): wait for room
-                self.producer.poll(0.05)
-
     # -- MQTT side -------------------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
@@ -239,7 +233,7 @@ class Bridge:
                             tuple(getattr(props, "UserProperty", ()) or ()))
         decision = decide(incoming, self.rules, self.settings.bridge_id, self.settings.bridge_max_payload_bytes)
         # QoS 0 has no acknowledgement to hold, so no place in the window: its memory is
-        # bounded by the producer's queue (a full queue blocks this thread in _produce)
+        # bounded by the producer's queue (a full queue blocks this thread in produce)
         ticket = self._admit(message) if message.qos else None
         if self.stopping.is_set():
             return  # not acknowledged: the broker redelivers a QoS >= 1 message to the next run
@@ -247,8 +241,9 @@ class Bridge:
         if message.dup:
             self.metrics.redelivered.inc()
         if isinstance(decision, Forward):
-            self._produce(decision.kafka_topic, decision.key, decision.value, decision.headers,
-                          self._delivered(ticket, received, self._child(self.metrics.forwarded, decision.prefix)))
+            produce(self.producer, decision.kafka_topic, decision.value, decision.key, headers=decision.headers,
+                    on_delivery=self._delivered(ticket, received, self._child(self.metrics.forwarded, decision.prefix)),
+                    wait_s=QUEUE_WAIT_S)
         else:
             self._dead_letter(decision, incoming, ticket, received)
         if received - self._last_polled >= SERVE_REPORTS_S:
@@ -269,10 +264,11 @@ class Bridge:
         refused = divert.refused
         letter, headers = dead_letter("bridge", refused.reason, refused.detail, Source(incoming.topic),
                                       incoming.payload, incoming.received_ms)
-        self._produce(TOPICS.dlq_bridge.name, None, self.codec.encode(DEAD_LETTER, letter),
-                      headers + divert.headers,
-                      self._delivered(ticket, received,
-                                      self._child(self.metrics.refused, divert.prefix, refused.reason)))
+        produce(self.producer, TOPICS.dlq_bridge.name, self.codec.encode(DEAD_LETTER, letter),
+                headers=headers + divert.headers,
+                on_delivery=self._delivered(ticket, received,
+                                            self._child(self.metrics.refused, divert.prefix, refused.reason)),
+                wait_s=QUEUE_WAIT_S)
 
     def _delivered(self, ticket: Ticket | None, received: float,
                    counter: Counter) -> Callable[[KafkaError | None, object], None]:

@@ -25,7 +25,7 @@ from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.resume import ReplayPlan, plan_replay
-from guardstream.kafka import common_config, fetch_wait_ms, producer_config, take_batch
+from guardstream.kafka import common_config, fetch_wait_ms, produce, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.records import ALERT_ACTION
 from guardstream.settings import Settings
@@ -253,9 +253,10 @@ class ActionWriter:
 
         value = self.codec.encode(ALERT_ACTION, record)
         try:
-            self.producer.produce(TOPICS.alerts_actions.name, value, record["alert_event_id"].encode(),
-                                  on_delivery=settle)
-        except (BufferError, KafkaException) as exc:
+            # wait_s 0: on the event loop a full queue is an error at once (BackpressureError), never a wait
+            produce(self.producer, TOPICS.alerts_actions.name, value, record["alert_event_id"].encode(),
+                    on_delivery=settle, wait_s=0)
+        except KafkaException as exc:
             raise UnavailableError(f"alert action not queued: {exc}") from exc
         try:
             await asyncio.wait_for(done, self.timeout_s)

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import UnavailableError
-from guardstream.kafka import common_config
+from guardstream.kafka import common_config, produce
 from guardstream.settings import Settings
 from guardstream.streams.geofence_state import DeviceState
 from guardstream.streams.rules import RuleState
@@ -52,13 +52,8 @@ class StateStore:
         self.values[store][device] = value
         self.origin[(store, device)] = (topic, partition)
         body = json.dumps(value.to_dict(), separators=(",", ":")).encode()
-        while True:
-            try:
-                self.producer.produce(self.topic, body, changelog_key(store, topic, device), partition=partition,
-                                      on_delivery=on_delivery)
-                return
-            except BufferError:  # the producer's queue is full: serve acknowledgements to make room
-                self.producer.poll(0.05)
+        produce(self.producer, self.topic, body, changelog_key(store, topic, device), partition=partition,
+                on_delivery=on_delivery)
 
     def stage(self, store: str, device: str, value: Any, topic: str, partition: int) -> None:
         """Change the state in memory now; it reaches the changelog with :meth:`write_staged`."""

@@ -43,7 +43,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from guardstream.catalog import TOPICS
-from guardstream.kafka import consumer_config, producer_config, take_batch
+from guardstream.kafka import consumer_config, produce, producer_config, take_batch
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.schemas.records import DEAD_LETTER, DEVICE_ALERT
@@ -264,12 +264,7 @@ class Worker:
     def _produce(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None,
                  headers: list | None = None) -> None:
         on_delivery = functools.partial(self._delivered, batch) if batch is not None else None
-        while True:
-            try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, topic, value, key, headers=headers, on_delivery=on_delivery)
         if batch is not None:
             batch.remaining += 1
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from guardstream.errors import InputError, SchemaError, UnavailableError
-from guardstream.kafka import producer_config
+from guardstream.kafka import produce, producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
@@ -168,15 +168,11 @@ class _KafkaSender:
         self.producer = Producer(producer_config(settings, "guardstream-dlq-replay"))
 
     def send(self, step: Reinjection) -> None:
-        while True:
-            try:
-                self.producer.produce(step.topic, step.payload, step.key, headers=step.headers,
-                                      on_delivery=self._delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-            except KafkaException as exc:
-                raise UnavailableError(f"re-injecting into {step.topic}: {exc}") from exc
+        try:
+            produce(self.producer, step.topic, step.payload, step.key, headers=step.headers,
+                    on_delivery=self._delivered)
+        except KafkaException as exc:
+            raise UnavailableError(f"re-injecting into {step.topic}: {exc}") from exc
 
     def _delivered(self, error: KafkaError | None, _message: object) -> None:
         if error is not None:

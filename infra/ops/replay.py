@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import admin_config, producer_config
+from guardstream.kafka import admin_config, produce, producer_config
 from guardstream.settings import Settings
 
 from .progress import progress_for
@@ -190,13 +190,8 @@ class _Copier:
     def _produce(self, record: Record, dest: int) -> None:
         headers = copy_headers(record.headers, self.cp.id,
                                source_tag(record.topic, record.partition, record.offset))
-        while True:
-            try:
-                self.producer.produce(self.cp.into, record.value, record.key, partition=dest, headers=headers,
-                                      timestamp=max(0, record.timestamp_ms), on_delivery=self._delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, self.cp.into, record.value, record.key, partition=dest, headers=headers,
+                timestamp=max(0, record.timestamp_ms), on_delivery=self._delivered)
 
     def _delivered(self, error: KafkaError | None, message: object) -> None:
         if error is not None:
