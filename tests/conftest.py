@@ -1,57 +1,43 @@
 """Real servers for the tests, started once per session on free ports.
 
-* Kafka: the embedded tansu broker (memory storage).
+* Kafka: the embedded tansu broker (memory storage); ``own_kafka`` gives a test
+  a broker of its own.
 * MQTT: mosquitto from PATH when installed, else amqtt.
 * PostgreSQL: a fresh database with a unique name on the server at
   ``PG_TEST_ADMIN_URL`` (default: the local server on 127.0.0.1:5432),
   or on an embedded pgserver when that is not reachable; dropped at the end.
+
+Components run as processes through ``run_component``; the helpers behind these
+fixtures are in ``support/processes.py``.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from support.processes import Component
+from support.processes import Component, start_component, start_process, start_tansu, stop_process
 
 from guardstream.catalog import RAW_BYTES, Topic
 from guardstream.infra import topics
-from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, tansu_spec, tcp_accepts, wait_until
+from guardstream.infra.stack import free_port, mqtt_spec, tcp_accepts, wait_until
 from guardstream.settings import Settings
 
 TEST_PG_ADMIN_URL = os.environ.get("PG_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DAY_MS = 86_400_000
 
 
-def _run_child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    handle = log.open("w")
-    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    spec = tansu_spec(port)
-    process = _run_child(list(spec.argv), dict(spec.env), tmp_path_factory.mktemp("tansu") / "tansu.log")
-    bootstrap = f"127.0.0.1:{port}"
-    wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
+    process, bootstrap = start_tansu(tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield bootstrap
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +45,10 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     state = tmp_path_factory.mktemp("mqtt")
     spec, _ = mqtt_spec(port, state)
-    process = _run_child(list(spec.argv), dict(spec.env), state / "mqtt.log")
+    process = start_process(list(spec.argv), dict(spec.env), state / "mqtt.log")
     wait_until(lambda: tcp_accepts("127.0.0.1", port), 30, "MQTT broker")
     yield f"mqtt://127.0.0.1:{port}"
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -117,29 +103,17 @@ def unique() -> str:
 
 @pytest.fixture
 def run_component(tmp_path: Path) -> Iterator[Callable[..., Component]]:
+    """``run_component(command, settings, **env)``: a component process, ready; stopped after the test."""
     started: list[Component] = []
 
     def start(command: list[str], settings: Settings, **env: str) -> Component:
-        port = free_port()
-        log = tmp_path / f"{command[0]}-{len(started)}.log"
-        child_env = {**os.environ, **settings.replace(metrics_port=port).as_env(), **env}
-        process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *command], env=child_env,
-                                   stdout=log.open("w"), stderr=subprocess.STDOUT)
-        component = Component(process, port, log)
+        component = start_component(command, settings, tmp_path / f"{command[0]}-{len(started)}.log", **env)
         started.append(component)
-        wait_until(lambda: component.readyz() or process.poll() is not None, 30, f"{command[0]} ready")
-        assert process.poll() is None, component.output()
         return component
 
     yield start
     for component in started:
-        if component.process.poll() is None:
-            component.process.terminate()
-            try:
-                component.process.wait(15)
-            except subprocess.TimeoutExpired:
-                component.process.kill()
-                component.process.wait()
+        component.stop()
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +134,22 @@ def make_topic(settings: Settings, unique: str) -> Callable[..., str]:
         topics.apply(settings, (topic,))
         return topic.name
     return make
+
+
+@dataclass
+class OwnKafka:
+    settings: Settings  # the session's settings, pointed at this broker
+    process: subprocess.Popen  # the broker, to pause (SIGSTOP) or stop
+
+
+@pytest.fixture
+def own_kafka(settings: Settings, tmp_path: Path) -> Iterator[OwnKafka]:
+    """A tansu broker of the test's own, with the catalog's topics: empty, and free to pause
+    or stop without touching other tests."""
+    process, bootstrap = start_tansu(tmp_path / "tansu.log")
+    own = OwnKafka(settings.replace(kafka_bootstrap_servers=bootstrap), process)
+    try:
+        topics.apply(own.settings)
+        yield own
+    finally:
+        stop_process(process)

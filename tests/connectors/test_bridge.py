@@ -1,16 +1,14 @@
 """The bridge as a real process between a real MQTT broker and tansu."""
 
 import json
-import os
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
 from guardstream.catalog import TOPICS
-from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.infra.stack import wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 
@@ -110,27 +108,10 @@ def test_kill_9_mid_stream_loses_nothing(applied, run_component, unique):
     pub.loop_stop()
 
 
-@pytest.fixture
-def own_kafka(applied, tmp_path):
-    """A tansu broker of the test's own, so it can be paused without stopping others."""
-    port = free_port()
-    spec = tansu_spec(port)
-    process = subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env},
-                               stdout=(tmp_path / "tansu.log").open("w"), stderr=subprocess.STDOUT)
-    bootstrap = f"127.0.0.1:{port}"
-    wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
-    settings = applied.replace(kafka_bootstrap_servers=bootstrap)
-    from guardstream.infra import topics
-    topics.apply(settings)
-    yield settings, process
-    process.send_signal(signal.SIGCONT)
-    process.terminate()
-    process.wait(10)
-
-
 @pytest.mark.slow
 def test_kafka_paused_under_load_loses_nothing_and_memory_stays_bounded(own_kafka, run_component, unique):
-    settings, kafka = own_kafka
+    # a broker of the test's own, so it can be paused without stopping others
+    settings, kafka = own_kafka.settings, own_kafka.process
     count, window = 15_000, 500
     bridge = run_component(["bridge"], settings, **_bridge_env(unique, GUARDSTREAM_BRIDGE_MAX_INFLIGHT=str(window)))
     pub = publisher(settings, f"pub-{unique}")

@@ -20,8 +20,7 @@ from guardstream.connectors.mapping import DEFAULT_RULES, match
 from guardstream.connectors.mqtt import endpoint
 from guardstream.connectors.simulation import MALFORMED_REASONS, Fleet, Route, demo_fence_records
 from guardstream.connectors.simulator import import_demo_fences, load_demo_fences
-from guardstream.infra import topics
-from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.infra.stack import wait_until
 from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
@@ -237,18 +236,9 @@ def test_simulate_publishes_at_the_rate_to_a_real_broker(settings, unique):
 
 
 @pytest.fixture
-def empty_kafka(settings, tmp_path):
+def empty_kafka(own_kafka):
     """A tansu broker of the test's own, so its geofences topic starts empty."""
-    port = free_port()
-    spec = tansu_spec(port)
-    process = subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env},
-                               stdout=(tmp_path / "tansu.log").open("w"), stderr=subprocess.STDOUT)
-    own = settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{port}")
-    wait_until(lambda: kafka_answers(own.kafka_bootstrap_servers), 30, "tansu")
-    topics.apply(own)
-    yield own
-    process.terminate()
-    process.wait(10)
+    return own_kafka.settings
 
 
 def test_demo_fences_are_imported_into_an_empty_geofences_topic_once(empty_kafka):

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from support.processes import Component
+from support.processes import Component, start_component
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from guardstream.gateway.auth import issue
-from guardstream.infra.stack import free_port, wait_until
+from guardstream.infra.stack import free_port
 from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
@@ -46,35 +43,18 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def metric(self, name: str, **labels: str) -> float:
-        wanted = [f'{k}="{v}"' for k, v in labels.items()]
-        total = 0.0
-        for line in self.component.metrics().splitlines():
-            if (line.startswith(name + "{") or line.startswith(name + " ")) and all(w in line for w in wanted):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return self.component.metric(name, **labels)
 
     def stop(self) -> None:
-        process = self.component.process
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self.component.stop()
 
 
 def start_gateway(settings: Settings, log: Path, **env: str) -> GatewayProcess:
-    metrics_port, port = free_port(), free_port()
-    child_env = {**os.environ, **settings.replace(metrics_port=metrics_port).as_env(),
-                 "GUARDSTREAM_GATEWAY_PORT": str(port), "GUARDSTREAM_JWT_SECRET": SECRET,
-                 "GUARDSTREAM_GATEWAY_ORIGINS": ALLOWED_ORIGIN, **env}
-    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "gateway"], env=child_env,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
-    gateway = GatewayProcess(Component(process, metrics_port, log), port)
-    wait_until(lambda: gateway.component.readyz() or process.poll() is not None, 30, "gateway ready")
-    assert process.poll() is None, gateway.component.output()
-    return gateway
+    port = free_port()
+    component = start_component(["gateway"], settings, log, **{
+        "GUARDSTREAM_GATEWAY_PORT": str(port), "GUARDSTREAM_JWT_SECRET": SECRET,
+        "GUARDSTREAM_GATEWAY_ORIGINS": ALLOWED_ORIGIN, **env})
+    return GatewayProcess(component, port)
 
 
 def token(sub: str = "alice", tenants: Iterable[str] = ("acme",), roles: Iterable[str] = ("operator",),

@@ -8,15 +8,9 @@ PostgreSQL that this test closes and reopens.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from support.processes import Component, start_component
 
 from guardstream.catalog import TOPICS
-from guardstream.infra import topics
 from guardstream.infra.migrate import migrate
-from guardstream.infra.stack import free_port, wait_until
-from guardstream.kafka import consumer_config, producer_config
+from guardstream.infra.stack import wait_until
+from guardstream.kafka import consumer_config, produce, producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.settings import Settings
@@ -92,12 +86,7 @@ class Events:
 
     def send(self, topic: str, schema: str | None, record: dict | None, key: str) -> None:
         value = CODEC.encode(schema, record) if schema else None
-        while True:
-            try:
-                self.producer.produce(topic, key=key.encode(), value=value)
-                return
-            except BufferError:
-                self.producer.poll(0.1)
+        produce(self.producer, topic, value, key.encode())
 
     def event(self, build, tag: str, i: int, **extra) -> None:
         schema, topic, _ = KINDS[build]
@@ -112,62 +101,32 @@ class Events:
 
 @dataclass
 class SinkProcess:
+    """The sink of one test: its database and groups; started again after a kill, into the same log."""
+
     settings: Settings
     database_url: str
     group: str
     log: Path
-    metrics_port: int = 0
-    process: subprocess.Popen | None = None
+    component: Component | None = None
 
     def start(self, extra_env: dict[str, str] | None = None) -> SinkProcess:
-        self.metrics_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")}
-        env.update(self.settings.as_env())
-        env.update({"DATABASE_URL": self.database_url, "GUARDSTREAM_SINK_GROUP": self.group,
-                    "GUARDSTREAM_METRICS_PORT": str(self.metrics_port)}, **(extra_env or {}))
-        handle = self.log.open("a")
-        self.process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "sink"], env=env,
-                                        stdout=handle, stderr=subprocess.STDOUT)
-        wait_until(lambda: self._alive() and self.ready(), 60, "sink /readyz")
+        self.component = start_component(["sink"], self.settings, self.log, ready_s=60,
+                                         DATABASE_URL=self.database_url, GUARDSTREAM_SINK_GROUP=self.group,
+                                         **(extra_env or {}))
         return self
 
-    def _alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"sink exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-        return True
-
-    def _get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
     def ready(self) -> bool:
-        return self._get("/readyz")[0] == 200
+        return self.component.readyz()
 
     def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for line in self._get("/metrics")[1].splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
+        return self.component.metric(name, **labels)
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        self.component.kill()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.component is not None:
+            self.component.stop(20)
 
 
 def topic_ends(settings: Settings) -> dict[tuple[str, int], int]:
@@ -189,10 +148,9 @@ def start_groups_at_end(settings: Settings, group: str) -> None:
             consumer.close()
 
 
-@pytest.fixture(scope="module")
-def sink_settings(settings: Settings) -> Settings:
-    topics.apply(settings)
-    return settings
+@pytest.fixture
+def sink_settings(applied: Settings) -> Settings:
+    return applied
 
 
 @pytest.fixture

@@ -1,20 +1,62 @@
-"""Helpers for tests that run guardstream components as real processes."""
+"""Helpers for tests that run servers and guardstream components as real processes.
+
+Every process a test starts goes through :func:`start_process` and ends through
+:func:`stop_process`; a guardstream component is :func:`start_component`, which
+returns once the component's ``/readyz`` answers 200.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-import subprocess
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
+from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
 from guardstream.settings import Settings
+
+
+def start_process(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
+    """``argv`` with ``env`` over this process's environment, its output appended to ``log``."""
+    with log.open("a") as handle:
+        return subprocess.Popen(argv, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL when it has not exited within ``timeout_s``; a stopped (SIGSTOP) process is woken first."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_tansu(log: Path) -> tuple[subprocess.Popen, str]:
+    """(process, bootstrap servers) of a new tansu broker (memory storage) that answers metadata requests."""
+    port = free_port()
+    spec = tansu_spec(port)
+    process = start_process(list(spec.argv), dict(spec.env), log)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
+    except BaseException:
+        stop_process(process)
+        raise
+    return process, bootstrap
 
 
 @dataclass
@@ -34,10 +76,12 @@ class Component:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels``."""
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
         total = 0.0
         for line in self.metrics().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
+            if (line.startswith(name + "{") or line.startswith(name + " ")) and all(w in line for w in wanted):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -49,6 +93,34 @@ class Component:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        stop_process(self.process, timeout_s)
+
+
+def start_component(command: list[str], settings: Settings, log: Path, ready_s: float = 30.0,
+                    **env: str) -> Component:
+    """``guardstream COMMAND`` with ``settings`` and ``env`` (not the caller's own GUARDSTREAM_*
+    variables), its metrics on a free port; returns when its /readyz answers 200, and fails with
+    its output when it exits first."""
+    port = free_port()
+    child_env = {**{k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")},
+                 **settings.replace(metrics_port=port).as_env(), **env}
+    with log.open("a") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", *command], env=child_env,
+                                   stdout=handle, stderr=subprocess.STDOUT)
+    component = Component(process, port, log)
+    try:
+        wait_until(lambda: component.readyz() or process.poll() is not None, ready_s, f"{command[0]} ready")
+    except BaseException:
+        component.stop()
+        raise
+    assert process.poll() is None, f"{command[0]} exited {process.returncode}:\n{component.output()[-3000:]}"
+    return component
 
 
 def publisher(settings: Settings, client_id: str) -> mqtt.Client:
