@@ -37,7 +37,7 @@ from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolEr
                                           parse_client_message, subscribed_message, unsubscribed_message)
 from guardstream.gateway.ratelimit import TokenBucket
 from guardstream.gateway.resume import ReplayGate
-from guardstream.gateway.web import FenceCache, Routes
+from guardstream.gateway.web import FenceCache, Routes, read_fences
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 
@@ -239,7 +239,6 @@ async def _main(settings: Settings) -> int:
     from guardstream.gateway.keys import verification_keys
     from guardstream.observability import serve as serve_metrics
     from guardstream.schemas.registry import registry_from_settings
-    from guardstream.streams import fence_admin
 
     keys, origins, tls = verification_keys(settings), parse_origins(settings.gateway_origins), tls_context(settings)
     if settings.log_level != "debug":
@@ -264,7 +263,7 @@ async def _main(settings: Settings) -> int:
         loop.call_soon_threadsafe(stop.set)
 
     writer = ActionWriter(settings, codec, metrics)
-    fences = FenceCache(lambda: fence_admin.current(settings, codec, 10.0))
+    fences = FenceCache(lambda: read_fences(settings, codec))
     gateway = Gateway(settings, keys, origins, tls is not None, codec, metrics, hub, writer,
                       Routes(keys, fences, ready))
     metrics.queued.set_function(lambda: hub.queued()[0])

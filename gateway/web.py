@@ -8,7 +8,8 @@ that is not a WebSocket upgrade is answered here:
 ``/static/<file>``     the page's script and style sheet
 ``/api/fences``        the fences of the token's tenants, GeoJSON geometry parsed
                        (``?token=`` or ``Authorization: Bearer``); read from the
-                       compacted geofences topic, cached for :data:`FENCES_TTL_S`
+                       compacted geofences topic (:func:`read_fences`), cached for
+                       :data:`FENCES_TTL_S`
 ``/healthz``           200 while the process runs
 ``/readyz``            200 when the push consumer runs, 503 otherwise
 =====================  ===========================================================
@@ -29,11 +30,16 @@ from typing import Any
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from guardstream.catalog import TOPICS
 from guardstream.errors import UnavailableError
 from guardstream.gateway.auth import AuthRefused, Keys, token_from_request, verify
 from guardstream.gateway.protocol import CLOSE_CODES
+from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
+from guardstream.topic_end import latest_values
 
 FENCES_TTL_S = 5.0
+FENCES_READ_TIMEOUT_S = 10.0
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 # the page and its parts come from this origin only; the WebSocket goes back to it
@@ -57,6 +63,14 @@ def response(status: int, body: bytes, content_type: str = "text/plain; charset=
     headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)),
                        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(extra or {})})
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def read_fences(settings: Settings, codec: Codec) -> dict[str, dict[str, Any]]:
+    """Every live fence by id: the latest record of each key of the compacted geofences
+    topic, a deleted fence's tombstone left out; :class:`UnavailableError` when the topic
+    is not read to its end within :data:`FENCES_READ_TIMEOUT_S`."""
+    values = latest_values(settings, TOPICS.geofences.name, FENCES_READ_TIMEOUT_S, "guardstream-gateway-fences")
+    return {key.decode(): codec.decode(value)[1] for key, value in values.items()}
 
 
 class FenceCache:

@@ -12,15 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import common_config, producer_config
+from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.records import GEOFENCE
 from guardstream.settings import Settings
 from guardstream.streams.geofence import fences_from_geojson
+from guardstream.topic_end import latest_values
 
 
 def import_file(settings: Settings, codec: Codec, path: Path, tenant: str) -> list[dict[str, Any]]:
@@ -49,29 +50,7 @@ def _flush(producer: Producer) -> None:
 
 
 def current(settings: Settings, codec: Codec, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every live fence (the latest record per id, tombstones applied)."""
-    consumer = Consumer(common_config(settings, "guardstream-fences-admin") | {
-        "group.id": "guardstream-fences-admin", "enable.auto.commit": False, "enable.partition.eof": True})
-    topic = TOPICS.geofences.name
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            raise UnavailableError(f"topic {topic} is missing: run `guardstream topics apply`")
-        partitions = set(metadata.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        fences: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout_s
-        while partitions and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is not None:
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        partitions.discard(message.partition())
-                    continue
-                key = (message.key() or b"").decode()
-                if message.value() is None:
-                    fences.pop(key, None)
-                else:
-                    fences[key] = codec.decode(message.value())[1]
-        return fences
-    finally:
-        consumer.close()
+    """Every live fence (the latest record per id, tombstones applied); :class:`UnavailableError`
+    when the topic is missing or not read to its end within ``timeout_s``."""
+    values = latest_values(settings, TOPICS.geofences.name, timeout_s, "guardstream-fences-admin")
+    return {key.decode(): codec.decode(value)[1] for key, value in values.items()}

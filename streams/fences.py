@@ -4,7 +4,9 @@
 :class:`FenceIndex` and the ids of fences that disappeared out. :class:`FenceFeed`
 is the shell: a thread that reads the topic from the beginning (no consumer
 group: every worker needs every fence), rebuilds the index when fences change
-and swaps it in one assignment, so a batch always sees one whole index.
+and swaps it in one assignment, so a batch always sees one whole index. The
+first read, to the end of the topic, builds the index once; a feed that cannot
+finish it within :data:`LOAD_TIMEOUT_S` fails, and its worker with it.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError
-from guardstream.kafka import common_config
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 from guardstream.streams.geofence import Fence, FenceIndex, fence_from_record
+from guardstream.topic_end import TP, ReadToEnd, reader_config
 
 log = logging.getLogger("guardstream.fences")
+# How long the first read of every fence (and of the topic's partitions before it) may take;
+# the changelog restore allows as long.
+LOAD_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -60,17 +65,24 @@ class FenceFeed:
         self._removed: set[str] = set()
         self._lock = threading.Lock()
         self._on_rebuild = on_rebuild
-        self._consumer = Consumer(common_config(settings, "guardstream-fences") | {
-            "group.id": "guardstream-fences-reader", "enable.auto.commit": False,
-            "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-        self._thread = threading.Thread(target=self._run, name="fences", daemon=True)
+        self._consumer = Consumer(reader_config(settings, "guardstream-fences"))
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, on_failure: Callable[[BaseException], None]) -> None:
+        """Run the feed in a daemon thread; ``on_failure`` hears of an error that ended it."""
+        def guarded() -> None:
+            try:
+                self._run()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
+                log.exception("geofence feed stopped")
+                on_failure(exc)
+        self._thread = threading.Thread(target=guarded, name="fences", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self.stopping.set()
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)
 
     def take_removed(self) -> frozenset[str]:
         """Fence ids deleted since the last call (their devices get an exit)."""
@@ -80,26 +92,37 @@ class FenceFeed:
 
     def _run(self) -> None:
         topic = TOPICS.geofences.name
-        metadata = self._consumer.list_topics(topic, timeout=30)
-        partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        at_end: set[int] = set()
         try:
-            while not self.stopping.is_set():
-                changed = False
-                for message in self._consumer.consume(1000, 0.5):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            at_end.add(message.partition())
-                        continue
-                    changed |= self._apply(message)
-                if changed:
-                    self._rebuild()
-                if not self.loaded.is_set() and at_end >= set(partitions):
-                    self.loaded.set()
+            metadata = self._consumer.list_topics(topic, timeout=LOAD_TIMEOUT_S)
+            partitions = list(metadata.topics[topic].partitions) if topic in metadata.topics else []
+            if self._load({(topic, p): 0 for p in partitions}):
+                self._follow()
         finally:
             self._consumer.close()
+
+    def _load(self, starts: dict[TP, int]) -> bool:
+        """Every fence, read to the end of the topic, in one index; False when stopped first."""
+        changed = False
+        for records in ReadToEnd(self._consumer, starts, LOAD_TIMEOUT_S):
+            if self.stopping.is_set():
+                return False
+            changed |= self._apply_all(records)
+        if changed:
+            self._rebuild()
+        self.loaded.set()
+        return True
+
+    def _follow(self) -> None:
+        """Fences written since, the index rebuilt after each batch that changed one."""
+        while not self.stopping.is_set():
+            if self._apply_all(m for m in self._consumer.consume(1000, 0.5) if m.error() is None):
+                self._rebuild()
+
+    def _apply_all(self, records: Iterable[Message]) -> bool:
+        changed = False
+        for record in records:
+            changed |= self._apply(record)
+        return changed
 
     def _apply(self, message: Any) -> bool:
         fence_id = (message.key() or b"").decode("utf-8", "replace")

@@ -11,18 +11,17 @@ worker continues where the previous owner stopped.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from guardstream.catalog import TOPICS
-from guardstream.errors import UnavailableError
-from guardstream.kafka import common_config, produce
+from guardstream.kafka import produce
 from guardstream.settings import Settings
 from guardstream.streams.geofence_state import DeviceState
 from guardstream.streams.rules import RuleState
+from guardstream.topic_end import ReadToEnd, reader_config
 
 # store name -> the state class (with to_dict / from_dict) it holds per device
 STORES: dict[str, Any] = {"geofence": DeviceState, "rules": RuleState}
@@ -82,42 +81,31 @@ class StateStore:
                 self.values[store].pop(device, None)
 
     def restore(self, assigned: Iterable[tuple[str, int]], timeout_s: float = 60.0) -> int:
-        """Read the changelog for newly assigned raw partitions; returns entries restored."""
+        """Read the changelog for newly assigned raw partitions; returns entries restored.
+        :class:`UnavailableError` when the changelog is not read to its end within ``timeout_s``."""
         wanted = set(assigned)
         partitions = sorted({p for _, p in wanted})
         if not partitions:
             return 0
-        consumer = Consumer(common_config(self.settings, "guardstream-worker-restore") | {
-            "group.id": "guardstream-worker-restore", "enable.auto.commit": False,
-            "enable.partition.eof": True})
+        consumer = Consumer(reader_config(self.settings, "guardstream-worker-restore"))
         try:
-            consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
-            return self._read_to_end(consumer, set(partitions), wanted, timeout_s)
+            restored = 0
+            for records in ReadToEnd(consumer, {(self.topic, p): 0 for p in partitions}, timeout_s):
+                restored += sum(self._restore_one(record, wanted) for record in records)
+            return restored
         finally:
             consumer.close()
 
-    def _read_to_end(self, consumer: Consumer, pending: set[int], wanted: set[tuple[str, int]],
-                     timeout_s: float) -> int:
-        restored = 0
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise UnavailableError(f"worker state not restored within {timeout_s:.0f}s")
-            for message in consumer.consume(5000, 0.5):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition())
-                    continue
-                parsed = parse_key(message.key() or b"")
-                if parsed is None or (parsed[1], message.partition()) not in wanted or parsed[0] not in STORES:
-                    continue
-                store, topic, device = parsed
-                if message.value() is None:
-                    self.values[store].pop(device, None)
-                    self.origin.pop((store, device), None)
-                else:
-                    self.values[store][device] = STORES[store].from_dict(json.loads(message.value()))
-                    self.origin[(store, device)] = (topic, message.partition())
-                restored += 1
-        return restored
+    def _restore_one(self, record: Message, wanted: set[tuple[str, int]]) -> bool:
+        """Apply one changelog record of the wanted raw partitions; False for any other record."""
+        parsed = parse_key(record.key() or b"")
+        if parsed is None or (parsed[1], record.partition()) not in wanted or parsed[0] not in STORES:
+            return False
+        store, topic, device = parsed
+        if record.value() is None:
+            self.values[store].pop(device, None)
+            self.origin.pop((store, device), None)
+        else:
+            self.values[store][device] = STORES[store].from_dict(json.loads(record.value()))
+            self.origin[(store, device)] = (topic, record.partition())
+        return True

@@ -343,7 +343,11 @@ def run(settings: Settings) -> int:
             failed.append(exc)
             stopping.set()
 
-    fences.start()
+    def fences_failed(exc: BaseException) -> None:  # no worker can run without every fence
+        failed.append(exc)
+        stopping.set()
+
+    fences.start(fences_failed)
     threads = [threading.Thread(target=run_lane, args=(w,), name=f"lane-{w.lane.name}") for w in workers]
     for thread in threads:
         thread.start()
