@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import ConfigError, UnavailableError
-from guardstream.kafka import admin_config
+from guardstream.kafka import admin_config, error_code, error_text
 from guardstream.settings import Settings
 from guardstream.topic_end import probe_end_offsets
 
@@ -79,7 +79,7 @@ def _wait(futures: dict, what: str) -> dict:
         try:
             out[key] = future.result()
         except KafkaException as exc:
-            raise UnavailableError(f"{what} {key}: {exc.args[0].str() if exc.args else exc}") from exc
+            raise UnavailableError(f"{what} {key}: {error_text(exc)}") from exc
     return out
 
 
@@ -139,8 +139,7 @@ def _apply_one(admin: AdminClient, change: Change) -> Change:
                                                                   incremental_configs=entries)]), "alter")
     except UnavailableError as exc:
         cause = exc.__cause__
-        if isinstance(cause, KafkaException) and cause.args and \
-                cause.args[0].code() == KafkaError._UNSUPPORTED_FEATURE:
+        if isinstance(cause, KafkaException) and error_code(cause) == KafkaError._UNSUPPORTED_FEATURE:
             return Change(change.topic, "drift", f"{change.detail} (this broker cannot change it: "
                           "the API is not supported)")
         raise

@@ -20,7 +20,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import admin_config
+from guardstream.kafka import admin_config, error_text
 from guardstream.settings import Settings
 
 from .reader import OffsetReader
@@ -74,7 +74,7 @@ class LagCollector:
         try:
             listed = self._admin.list_consumer_groups(request_timeout=self._timeout_s).result()
         except KafkaException as exc:
-            raise UnavailableError(f"Kafka unreachable: listing consumer groups: {_text(exc)}") from exc
+            raise UnavailableError(f"Kafka unreachable: listing consumer groups: {error_text(exc)}") from exc
         if listed.errors:  # a broker that did not answer: its groups are missing from this collection
             problems["group_listing"] = len(listed.errors)
         names = sorted(g.group_id for g in listed.valid)
@@ -100,7 +100,7 @@ class LagCollector:
                 committed = {(tp.topic, tp.partition): tp.offset for tp in offsets[name].result().topic_partitions
                              if tp.error is None and tp.offset >= 0}
             except KafkaException as exc:
-                log.warning("consumer group %s: %s", name, _text(exc))
+                log.warning("consumer group %s: %s", name, error_text(exc))
                 failed.add(name)
                 continue
             groups[name] = GroupObservation(live, committed)
@@ -116,7 +116,7 @@ class LagCollector:
         try:
             metadata = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise UnavailableError(f"Kafka unreachable: {_text(exc)}") from exc
+            raise UnavailableError(f"Kafka unreachable: {error_text(exc)}") from exc
         partitions = [KafkaPartition(name, p) for name, topic in metadata.topics.items()
                       if topic.error is None and not name.startswith("__")  # internal topics
                       and (topics is None or name in topics)
@@ -149,8 +149,4 @@ def _results(futures: Iterable[tuple[KafkaPartition, Future]]) -> Iterable[tuple
         try:
             yield tp, future.result().offset
         except KafkaException as exc:
-            log.warning("offsets of %s[%d]: %s", tp.topic, tp.partition, _text(exc))
-
-
-def _text(exc: KafkaException) -> str:
-    return exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            log.warning("offsets of %s[%d]: %s", tp.topic, tp.partition, error_text(exc))

@@ -82,12 +82,11 @@ def kafka(settings: Settings, timeout_s: float) -> str:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
     from guardstream.catalog import TOPICS
-    from guardstream.kafka import admin_config
+    from guardstream.kafka import admin_config, error_text
     try:
         metadata = AdminClient(admin_config(settings, "guardstream-health")).list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        why = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        raise CheckFailed(f"{settings.kafka_bootstrap_servers} unreachable: {why}") from exc
+        raise CheckFailed(f"{settings.kafka_bootstrap_servers} unreachable: {error_text(exc)}") from exc
     missing = [t.name for t in TOPICS.all() if t.name not in metadata.topics]
     brokers = len(metadata.brokers)
     if missing:

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import admin_config, produce, producer_config
+from guardstream.kafka import admin_config, error_code, produce, producer_config
 from guardstream.settings import Settings
 
 from .progress import progress_for
@@ -262,7 +262,7 @@ def reset_group(settings: Settings, topic: str, group: str, from_text: str, *, d
     try:
         answer = admin.alter_consumer_group_offsets([request], request_timeout=10)[group].result()
     except KafkaException as exc:
-        if _code(exc) in _ACTIVE_GROUP_ERRORS:
+        if error_code(exc) in _ACTIVE_GROUP_ERRORS:
             raise InputError(f"consumer group {group} is active: stop its consumers, then reset",
                              reason="group_active") from exc
         raise UnavailableError(f"moving the offsets of {group}: {exc}") from exc
@@ -278,7 +278,7 @@ def _refuse_active(admin: AdminClient, group: str) -> None:
     try:
         described = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
     except KafkaException as exc:
-        if _code(exc) == KafkaError.GROUP_ID_NOT_FOUND:
+        if error_code(exc) == KafkaError.GROUP_ID_NOT_FOUND:
             return  # a new group: it starts where it is put
         raise UnavailableError(f"describing consumer group {group}: {exc}") from exc
     # some brokers (tansu) list no members for a live group: its state says it is live
@@ -293,12 +293,8 @@ def _committed(admin: AdminClient, group: str, topic: str) -> dict[int, int]:
         answer = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                    request_timeout=10)[group].result()
     except KafkaException as exc:
-        if _code(exc) == KafkaError.GROUP_ID_NOT_FOUND:
+        if error_code(exc) == KafkaError.GROUP_ID_NOT_FOUND:
             return {}
         raise UnavailableError(f"offsets of consumer group {group}: {exc}") from exc
     return {tp.partition: tp.offset for tp in answer.topic_partitions
             if tp.topic == topic and tp.error is None and tp.offset >= 0}
-
-
-def _code(exc: KafkaException) -> int | None:
-    return exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None

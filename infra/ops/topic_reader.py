@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from guardstream.errors import InputError, UnavailableError
-from guardstream.kafka import consumer_config
+from guardstream.kafka import consumer_config, error_text
 from guardstream.settings import Settings
 from guardstream.topic_end import probe_end_offsets
 
@@ -63,7 +63,7 @@ class TopicReader:
         try:
             metadata = self._consumer.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise UnavailableError(f"Kafka unreachable: {_text(exc)}") from exc
+            raise UnavailableError(f"Kafka unreachable: {error_text(exc)}") from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             raise InputError(f"no topic {topic!r} on the cluster", reason="unknown_topic")
@@ -190,7 +190,3 @@ class TopicReader:
                     raise InputError(f"{message.topic()}: {error.str()}", reason="unknown_topic")
                 elif not error.retriable():
                     raise UnavailableError(f"reading {message.topic()}: {error.str()}")
-
-
-def _text(exc: KafkaException) -> str:
-    return exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
