@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from embedded import embedded_env
+from embedded import embedded_env, ready
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.mapping import DEFAULT_RULES
@@ -146,14 +146,6 @@ def cpu_seconds(processes: list) -> float:
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 # -- one burst ----------------------------------------------------------------------------------

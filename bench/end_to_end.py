@@ -26,14 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import paho.mqtt.client as mqtt
 import websockets
-from embedded import embedded_env
+from embedded import embedded_env, ready
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.raw import message_id
@@ -53,14 +52,6 @@ def percentiles(samples: list[float]) -> str:
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
     return (f"n={len(ordered):,}  p50 {pick(.50):.1f} ms  p90 {pick(.90):.1f} ms  p99 {pick(.99):.1f} ms  "
             f"max {ordered[-1] * 1000:.1f} ms  mean {statistics.fmean(ordered) * 1000:.1f} ms")
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class Stack:
@@ -231,20 +222,14 @@ def run(settings: Settings, rate: int, seconds: float, backlog: int) -> None:
 
 
 def _read_all(settings: Settings, topic: str) -> list:
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "bench-stages",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    pending, out = set(parts), []
-    while pending:
-        for m in consumer.consume(5000, 1.0):
-            if m.error() is None:
-                out.append(m)
-            elif m.error().code() == KafkaError._PARTITION_EOF:
-                pending.discard(m.partition())
-    consumer.close()
-    return out
+    from confluent_kafka import Consumer
+    from guardstream.topic_end import ReadToEnd, partitions_of, reader_config
+    consumer = Consumer(reader_config(settings, "bench-stages"))
+    try:
+        starts = {(topic, p): 0 for p in partitions_of(consumer, topic)}
+        return [m for records in ReadToEnd(consumer, starts, 120) for m in records]
+    finally:
+        consumer.close()
 
 
 def print_stages(settings: Settings, published: dict[str, float], arrived: dict[str, float]) -> None:

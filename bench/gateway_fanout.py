@@ -29,7 +29,7 @@ import time
 import urllib.request
 
 from confluent_kafka import Producer
-from embedded import embedded_env
+from embedded import embedded_env, ready
 
 from guardstream.catalog import TOPICS
 from guardstream.gateway.auth import issue
@@ -156,7 +156,7 @@ def main() -> None:
                "GUARDSTREAM_LOG_LEVEL": "warning"}
         gateway = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "gateway"], env=env)
         children.append(gateway)
-        wait_until(lambda: _ready(metrics_port), 30, "gateway")
+        wait_until(lambda: ready(metrics_port), 30, "gateway")
 
         expected = int(args.rate * args.seconds)
         per_process = args.clients // CLIENT_PROCESSES
@@ -200,14 +200,6 @@ def report(results: list[dict], started_ms: int, wanted: int, metrics_port: int)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(f"latency (produced -> received): p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {latencies[-1]} ms")
     print(f"gateway: conflated {conflated:,.0f}, dropped {dropped:,.0f}")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
