@@ -50,9 +50,9 @@ from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
 from guardstream.connectors.raw import Divert, Forward, Incoming, decide
 from guardstream.kafka import produce, producer_config
+from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.bridge")

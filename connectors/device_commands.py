@@ -24,9 +24,9 @@ from guardstream.connectors.metrics import CommandMetrics
 from guardstream.connectors.mqtt import connect, new_client
 from guardstream.errors import InputError, SchemaError
 from guardstream.kafka import consumer_config, producer_config, take_batch
+from guardstream.records import COMMAND_OUTCOME, DEAD_LETTER, CommandOutcome, command_outcome
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import COMMAND_OUTCOME, DEAD_LETTER, CommandOutcome, command_outcome
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.commands")

@@ -232,8 +232,8 @@ def import_demo_fences(settings: Settings, timeout_s: float = 15.0) -> int:
 
     from guardstream.catalog import TOPICS
     from guardstream.kafka import producer_config
+    from guardstream.records import GEOFENCE
     from guardstream.schemas.codec import Codec
-    from guardstream.schemas.records import GEOFENCE
     from guardstream.schemas.registry import registry_from_settings
     from guardstream.topic_end import probe_end_offsets
 

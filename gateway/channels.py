@@ -33,7 +33,7 @@ from typing import Any
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.queues import Lane
-from guardstream.schemas.records import (ALERT_ACTION, DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
+from guardstream.records import (ALERT_ACTION, DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
                                          SYSTEM_HEALTH, TELEMETRY)
 
 ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")

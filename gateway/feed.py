@@ -26,8 +26,8 @@ from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.resume import ReplayPlan, plan_replay
 from guardstream.kafka import common_config, fetch_wait_ms, produce, producer_config, take_batch
+from guardstream.records import ALERT_ACTION
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.records import ALERT_ACTION
 from guardstream.settings import Settings
 from guardstream.topic_end import probe_end_offsets
 

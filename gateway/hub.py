@@ -23,7 +23,7 @@ from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.protocol import CLOSE_CODES, alert_status_message, event_message
 from guardstream.gateway.queues import ClientQueue, Item, Lane, Offer
 from guardstream.gateway.resume import ReplayGate
-from guardstream.schemas.records import ALERT_ACTION, DEVICE_ALERT
+from guardstream.records import ALERT_ACTION, DEVICE_ALERT
 
 log = logging.getLogger("guardstream.gateway")
 TP = tuple[str, int]

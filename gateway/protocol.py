@@ -18,8 +18,8 @@ import msgspec
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import parse_channel
-from guardstream.schemas import records
-from guardstream.schemas.records import ACTION_STATUS
+from guardstream.records import ACTION_STATUS
+from guardstream import records
 
 TP = tuple[str, int]  # (topic, partition)
 MAX_CHANNELS = 200

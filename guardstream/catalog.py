@@ -11,6 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from guardstream.records import (ALERT_ACTION, COMMAND_OUTCOME, DEAD_LETTER, DEVICE_ALERT, DEVICE_COMMAND,
+                                  GEOFENCE, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING, SYSTEM_HEALTH,
+                                  TELEMETRY)
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -58,7 +62,7 @@ def _events(priority: Priority, schemas: tuple[str, ...], what: str, retention_d
 
 def _dlq(stage: str, what: str) -> Topic:
     return Topic(f"dlq.{stage}", 1, 30 * DAY_MS, "delete", "source record key, unchanged",
-                 ("guardstream.DeadLetter",), f"dead letters of the {what}; headers follow Kafka Connect's"
+                 (DEAD_LETTER,), f"dead letters of the {what}; headers follow Kafka Connect's"
                  " __connect.errors.* convention")
 
 
@@ -69,24 +73,23 @@ class Catalog:
     raw_sensor: Topic = _raw("raw.sensor", "sensor id (UTF-8)", "site sensor readings")
     raw_alert: Topic = _raw("raw.alert", "device id (UTF-8)", "panic / SOS and other device alerts")
     raw_system: Topic = _raw("raw.system", "component name (UTF-8)", "system health reports")
-    events_critical: Topic = _events(Priority.CRITICAL, ("guardstream.DeviceAlert", "guardstream.GeofenceEvent"),
+    events_critical: Topic = _events(Priority.CRITICAL, (DEVICE_ALERT, GEOFENCE_EVENT),
                                      "alerts and geofence violations; consumed first, in small batches", 30)
     # A DeviceAlert goes to the topic of its severity, so every priority topic may carry one.
-    events_high: Topic = _events(Priority.HIGH, ("guardstream.GuardPosition", "guardstream.DeviceAlert"),
+    events_high: Topic = _events(Priority.HIGH, (GUARD_POSITION, DEVICE_ALERT),
                                  "enriched guard positions; high-severity alerts (low battery, heat)", 14)
-    events_normal: Topic = _events(Priority.NORMAL, ("guardstream.SensorReading", "guardstream.DeviceAlert"),
+    events_normal: Topic = _events(Priority.NORMAL, (SENSOR_READING, DEVICE_ALERT),
                                    "validated sensor readings; normal-severity alerts", 14)
-    events_low: Topic = _events(Priority.LOW, ("guardstream.Telemetry", "guardstream.SystemHealth",
-                                               "guardstream.DeviceAlert"),
+    events_low: Topic = _events(Priority.LOW, (TELEMETRY, SYSTEM_HEALTH, DEVICE_ALERT),
                                 "device telemetry and system health; low-severity alerts", 7)
     geofences: Topic = Topic("geofences", 1, -1, "compact", "fence id (UTF-8); tombstone deletes",
-                             ("guardstream.Geofence",), "every tenant's geofences; loaded by every worker")
+                             (GEOFENCE,), "every tenant's geofences; loaded by every worker")
     alerts_actions: Topic = Topic("alerts.actions", 3, 90 * DAY_MS, "delete", "alert event id (UTF-8)",
-                                  ("guardstream.AlertAction",), "acknowledge / resolve / false alarm, by whom")
+                                  (ALERT_ACTION,), "acknowledge / resolve / false alarm, by whom")
     commands_device: Topic = Topic("commands.device", 3, 1 * DAY_MS, "delete", "device id (UTF-8)",
-                                   ("guardstream.DeviceCommand",), "commands to publish to devices over MQTT")
+                                   (DEVICE_COMMAND,), "commands to publish to devices over MQTT")
     commands_outcomes: Topic = Topic("commands.outcomes", 3, 7 * DAY_MS, "delete", "device id (UTF-8)",
-                                     ("guardstream.CommandOutcome",), "sent / expired / failed, per command")
+                                     (COMMAND_OUTCOME,), "sent / expired / failed, per command")
     dlq_bridge: Topic = _dlq("bridge", "MQTT bridge (oversize, refused topics)")
     dlq_validate: Topic = _dlq("validate", "validation stage (bad payloads)")
     dlq_sink: Topic = _dlq("sink", "PostgreSQL sink (rows the database refused)")

@@ -44,9 +44,11 @@ class Layer:
 # Bottom to top. A package may import its own modules and any package of a lower layer;
 # it never imports another package of its own layer, except by an arrow of SIDEWAYS.
 LAYERS = (
-    Layer("core", ("core",), "`guardstream/` without `cli.py`: settings, topic catalog, Kafka client "
-                             "configuration, observability, errors, stop handlers, console output"),
-    Layer("schemas", ("schemas",), "`schemas/`: the Avro schemas, their registry and codec, record contracts"),
+    Layer("core", ("core",), "`guardstream/` without `cli.py`: settings, topic catalog, typed records and "
+                             "their names, refusals, Kafka client configuration and mechanics, observability, "
+                             "errors, stop handlers, console output"),
+    Layer("schemas", ("schemas",), "`schemas/`: the Avro schemas, their registry and codec, contract checks, "
+                                   "the dead-letter builder"),
     Layer("components", ("connectors", "streams", "sinks", "gateway"),
           "`connectors/` (MQTT bridge, device commands, simulator), `streams/` (the worker), "
           "`sinks/` (PostgreSQL), `gateway/` (WebSocket feed)"),

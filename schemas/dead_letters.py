@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardstream.schemas import records
+from guardstream import records
 
 MAX_DETAIL = 1000  # DeadLetter.detail: at most 1000 characters
 

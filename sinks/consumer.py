@@ -28,10 +28,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, SchemaError, UnavailableError
+from guardstream.records import DEAD_LETTER
 from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import DEAD_LETTER
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room
 from guardstream.sinks.circuit import GAUGE_VALUE, Breaker, BreakerPolicy, State
 from guardstream.sinks.metrics import SinkMetrics

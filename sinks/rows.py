@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
+from guardstream.records import ACTION_STATUS
 from guardstream.refusal import Refused
-from guardstream.schemas import records
-from guardstream.schemas.records import ACTION_STATUS
+from guardstream import records
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -17,8 +17,8 @@ from confluent_kafka import Producer
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError, UnavailableError
 from guardstream.kafka import producer_config
+from guardstream.records import GEOFENCE
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.records import GEOFENCE
 from guardstream.settings import Settings
 from guardstream.streams.geofence import fences_from_geojson
 from guardstream.topic_end import latest_values

@@ -26,7 +26,7 @@ from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 
 from guardstream.errors import InputError
-from guardstream.schemas.records import Geofence, geofence
+from guardstream.records import Geofence, geofence
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
 METRES_PER_DEGREE = math.pi / 180 * EARTH_RADIUS_M  # along a meridian

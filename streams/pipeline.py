@@ -16,16 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from guardstream.refusal import Refused
-from guardstream.schemas.records import (
+from guardstream.records import (
     DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, DeviceAlert, GeofenceEvent, device_alert, geofence_event,
 )
 from guardstream.streams.geofence import FenceIndex
 from guardstream.streams.geofence_state import (
     DeviceState, Fix, GeofenceTransition, Params, ViolationStarted, apply_batch, fence_removed,
 )
+from guardstream.streams.dedup import DedupWindow
 from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
-from guardstream.streams.dedup import DedupWindow
 from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
 
 

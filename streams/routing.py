@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardstream.catalog import Priority, topic_for_priority
-from guardstream.schemas.records import (DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
+from guardstream.records import (DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
                                          SYSTEM_HEALTH, TELEMETRY)
 
 PRIORITY_OF_SCHEMA: dict[str, Priority] = {

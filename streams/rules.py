@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from guardstream.errors import InputError
-from guardstream.schemas.records import SENSOR_READING, SYSTEM_HEALTH, TELEMETRY, DeviceAlert, device_alert
+from guardstream.records import SENSOR_READING, SYSTEM_HEALTH, TELEMETRY, DeviceAlert, device_alert
 from guardstream.streams.validation import HEALTH_STATUSES, SEVERITIES
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "rules_default.toml"

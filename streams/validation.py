@@ -64,7 +64,7 @@ from guardstream.catalog import TOPICS, Topic
 from guardstream.errors import InputError
 from guardstream.refusal import Refused
 from guardstream.schemas.contracts import current_contracts
-from guardstream.schemas.records import (
+from guardstream.records import (
     DEVICE_ALERT, GUARD_POSITION, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY, DeviceAlert, GuardPosition,
     SensorReading, SystemHealth, Telemetry, device_alert, guard_position, sensor_reading, system_health, telemetry,
 )

@@ -44,9 +44,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from guardstream.catalog import TOPICS
 from guardstream.kafka import consumer_config, produce, producer_config, take_batch
+from guardstream.records import DEAD_LETTER, DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.schemas.records import DEAD_LETTER, DEVICE_ALERT
 from guardstream.settings import Settings
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params

@@ -21,8 +21,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from guardstream.errors import InputError, SchemaError, UnavailableError
 from guardstream.kafka import produce, producer_config
+from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.records import DEAD_LETTER
 from guardstream.settings import Settings
 
 from .dead_letters import (MQTT_STAGE, Headers, Letter, Reinjection, Replayed, Skip, plan, selected, source_position,

@@ -7,9 +7,9 @@ import fastavro.validation
 import pytest
 
 from guardstream.catalog import TOPICS
+from guardstream.records import DEAD_LETTER
 from guardstream.schemas.contracts import current_contracts
 from guardstream.schemas.dead_letters import MAX_DETAIL, Source, cut_detail, dead_letter
-from guardstream.schemas.records import DEAD_LETTER
 
 
 @pytest.mark.parametrize(("text", "expected"), [

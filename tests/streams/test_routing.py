@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from guardstream.catalog import TOPICS, Priority, topic_for_priority
+from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.contracts import current_contracts
-from guardstream.schemas.records import DEVICE_ALERT
 from guardstream.streams.routing import PRIORITY_OF_SCHEMA, Emit, emit_for, route
 from guardstream.streams.validation import SCHEMA_FOR_KIND, SEVERITIES
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardstream.errors import InputError
+from guardstream.records import DEVICE_ALERT, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY
 from guardstream.schemas.contracts import current_contracts
-from guardstream.schemas.records import DEVICE_ALERT, SENSOR_READING, SYSTEM_HEALTH, TELEMETRY
 from guardstream.streams.rules import (
     RuleState,
     Rules,

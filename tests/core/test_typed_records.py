@@ -1,4 +1,4 @@
-"""Each typed record of ``schemas/records.py`` against its ``.avsc``: name, fields, types, defaults, constructor.
+"""Each typed record of ``guardstream/records.py`` against its ``.avsc``: name, fields, types, defaults, constructor.
 
 Named test_typed_records so it does not collide with tests/infra/ops/test_records.py (one module namespace).
 """
@@ -14,7 +14,7 @@ import fastavro
 import fastavro.validation
 import pytest
 
-from guardstream.schemas import records
+from guardstream import records
 from guardstream.schemas.contracts import Contract, current_contracts
 
 CONTRACTS = sorted(current_contracts().values(), key=lambda c: c.full_name)

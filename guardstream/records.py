@@ -10,7 +10,7 @@ Per ``.avsc`` file this module holds, once:
   stage that makes such a record calls. A field with a default in the schema has
   the same default here, except the empty list and map defaults, which callers pass.
 
-``tests/schemas/test_typed_records.py`` holds the three against the ``.avsc`` files, so
+``tests/core/test_typed_records.py`` holds the three against the ``.avsc`` files, so
 they cannot drift apart. An Avro enum is a ``str`` holding one of its symbols;
 the symbols are written in the ``.avsc`` alone (``streams/validation`` reads them
 from there).
