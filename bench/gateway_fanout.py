@@ -34,6 +34,7 @@ from embedded import embedded_env, ready
 from guardstream.catalog import TOPICS
 from guardstream.gateway.auth import issue
 from guardstream.infra import topics
+from guardstream.records import GUARD_POSITION
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
 from guardstream.kafka import producer_config
 from guardstream.schemas.codec import Codec
@@ -111,7 +112,7 @@ def produce(settings: Settings, rate: float, seconds: float) -> tuple[int, int]:
         record = {"event_id": f"bench-{n}", "tenant": TENANT, "device_id": f"d-{n}", "ts_ms": ts,
                   "received_ms": ts, "lat": 52.52, "lon": 13.40, "accuracy_m": 4.0, "speed_mps": None,
                   "heading_deg": None, "altitude_m": None, "fences": [], "in_site": None, "violation": False}
-        producer.produce(TOPICS.events_high.name, codec.encode("guardstream.GuardPosition", record),
+        producer.produce(TOPICS.events_high.name, codec.encode(GUARD_POSITION, record),
                          record["device_id"].encode())
         producer.poll(0)
     assert producer.flush(30) == 0

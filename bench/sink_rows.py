@@ -27,6 +27,7 @@ import psycopg
 
 from guardstream.catalog import TOPICS
 from guardstream.infra.migrate import migrate
+from guardstream.records import GUARD_POSITION
 from guardstream.settings import Settings
 from guardstream.sinks.rows import GUARD_POSITIONS, plan_write
 from guardstream.sinks.writer import BatchWriter
@@ -42,7 +43,7 @@ def planned(n: int) -> list:
                   "received_ms": T0 + i + 40, "lat": 52.52 + i % 100 / 1e4, "lon": 13.40, "accuracy_m": 4.5,
                   "speed_mps": 1.2, "heading_deg": 87.0, "altitude_m": None, "fences": ["acme-hq"],
                   "in_site": True, "violation": False}
-        out.append(((topic, i), plan_write(topic, 0, i, b"k", "guardstream.GuardPosition", record)))
+        out.append(((topic, i), plan_write(topic, 0, i, b"k", GUARD_POSITION, record)))
     return out
 
 

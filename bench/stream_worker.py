@@ -32,6 +32,7 @@ from embedded import embedded_env
 from guardstream.catalog import TOPICS
 from guardstream.infra import topics
 from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_until
+from guardstream.records import GEOFENCE
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.settings import Settings
@@ -88,7 +89,7 @@ def fill(settings: Settings, n: int, n_fences: int) -> None:
                          "batch.num.messages": 10000, "partitioner": "murmur2_random"})
     now = time.time_ns() // 1_000_000
     for record in fence_records(n_fences, now):
-        producer.produce(TOPICS.geofences.name, codec.encode("guardstream.Geofence", record),
+        producer.produce(TOPICS.geofences.name, codec.encode(GEOFENCE, record),
                          record["fence_id"].encode())
     # 1,000 guards walking at about 1.4 m/s, one fix a second each: how real patrols look
     rng = random.Random(1)

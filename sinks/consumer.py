@@ -236,8 +236,8 @@ class SinkLoop:
             self._wait_paused()
             return False
         self.breaker.succeeded()
-        refused = [(ref, w.reason, w.detail) for ref, w in self.batch.items if isinstance(w, Refused)]
-        refused += [(r.ref, r.reason, r.detail) for r in result.rejected]
+        refused = [(ref, w) for ref, w in self.batch.items if isinstance(w, Refused)]
+        refused += [(r.ref, r.refused) for r in result.rejected]
         self._send_dead_letters(refused)
         self._commit_offsets()
         self._count(result, started)
@@ -245,7 +245,7 @@ class SinkLoop:
         self._resume()
         return True
 
-    def _send_dead_letters(self, refused: list[tuple[Ref, str, str]]) -> None:
+    def _send_dead_letters(self, refused: list[tuple[Ref, Refused]]) -> None:
         if not refused:
             return
         failures: list[str] = []
@@ -255,7 +255,8 @@ class SinkLoop:
                 failures.append(error.str())
 
         now_ms = int(time.time() * 1000)
-        for ref, reason, detail in sorted(refused, key=lambda r: (r[0].topic, r[0].partition, r[0].offset)):
+        for ref, why in sorted(refused, key=lambda r: (r[0].topic, r[0].partition, r[0].offset)):
+            reason, detail = why.reason, why.detail
             source = Source(ref.topic, ref.partition, ref.offset, ref.key)
             record, headers = dead_letter(SINK_STAGE, reason, detail, source, ref.value or b"", now_ms)
             value = self.codec.encode(DEAD_LETTER, record)

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from guardstream.errors import GuardstreamError, UnavailableError
+from guardstream.refusal import Refused
 from guardstream.sinks.batching import isolate_failures
 from guardstream.sinks.rows import (DEVICE_ALERTS, GEOFENCES, TABLES, AlertStatusChange, GeofenceTombstone,
                                     GeofenceUpsert, InsertRow, Table, Write, latest_geofences)
@@ -46,9 +47,9 @@ _ROW_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 @dataclass(frozen=True)
 class Rejected(Generic[R]):
+    """A row the database refused: its reference, and why (the reason is the SQLSTATE's condition name)."""
     ref: R
-    reason: str  # the SQLSTATE's condition name, e.g. check_violation
-    detail: str
+    refused: Refused
 
 
 @dataclass
@@ -285,7 +286,7 @@ class BatchWriter(Generic[R]):
 
     def _reject(self, failures: list[tuple[tuple[R, Any], psycopg.Error]], result: WriteResult[R]) -> None:
         for (ref, _), exc in failures:
-            result.rejected.append(Rejected(ref, reason_of(exc), _detail_of(exc)))
+            result.rejected.append(Rejected(ref, Refused(reason_of(exc), _detail_of(exc))))
 
     def _insert(self, conn: psycopg.Connection, table: Table, rows: list[tuple[R, tuple[Any, ...]]],
                 result: WriteResult[R]) -> None:

@@ -118,10 +118,10 @@ def test_bad_rows_are_pinned_down_and_the_rest_is_written(writer, db):
               "status": "OK", "detail": None, "metrics": {"cpu_ratio": float("nan")}}
     batch += planned(LOW, "guardstream.SystemHealth", [health], start=9000)
     result = writer.write(batch)
-    assert sorted((r.ref, r.reason) for r in result.rejected) == [
+    assert sorted((r.ref, r.refused.reason) for r in result.rejected) == [
         ((TOPICS.events_high.name, 5001), "check_violation"), ((LOW, 137), "check_violation"),
         ((LOW, 800), "character_not_in_repertoire"), ((LOW, 9000), "invalid_text_representation")]
-    assert "device_telemetry_battery_pct_check" in next(r.detail for r in result.rejected if r.ref == (LOW, 137))
+    assert "device_telemetry_battery_pct_check" in next(r.refused.detail for r in result.rejected if r.ref == (LOW, 137))
     assert result.written == {"device_telemetry": 998, "guard_positions": 1}
     assert rows(db, "SELECT count(*) FROM device_telemetry WHERE event_id IN ('tel-137', 'tel-800')") == [(0,)]
 
