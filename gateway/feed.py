@@ -26,6 +26,7 @@ from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.resume import ReplayPlan, plan_replay
 from guardstream.kafka import common_config, fetch_wait_ms, produce, producer_config, take_batch
+from guardstream.lifecycle import start_guarded
 from guardstream.records import ALERT_ACTION
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
@@ -113,14 +114,7 @@ class PushFeed:
 
     def start(self, on_failure: Callable[[BaseException], None]) -> None:
         """Run :meth:`run` in a daemon thread; ``on_failure`` hears of an error that ended it."""
-        def guarded() -> None:
-            try:
-                self.run()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
-                log.exception("push consumer stopped")
-                on_failure(exc)
-        self._thread = threading.Thread(target=guarded, name=f"gateway-{self.name}", daemon=True)
-        self._thread.start()
+        self._thread = start_guarded(f"gateway-{self.name}", self.run, on_failure, log, "push consumer")
 
     def join(self, timeout_s: float) -> None:
         self.stop.set()

@@ -5,6 +5,7 @@ Every component installs these handlers; the local stack's supervisor sends the 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -36,3 +37,19 @@ def install_stop_handlers(on_stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def start_guarded(name: str, target: Callable[[], None], on_failure: Callable[[BaseException], None],
+                  logger: logging.Logger, what: str) -> threading.Thread:
+    """Run ``target`` in a daemon thread named ``name``; an error that ends it is logged and handed
+    to ``on_failure``, which stops the process, so a dead thread never leaves a component half alive."""
+    def guarded() -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
+            logger.exception("%s stopped on an error", what)
+            on_failure(exc)
+
+    thread = threading.Thread(target=guarded, name=name, daemon=True)
+    thread.start()
+    return thread

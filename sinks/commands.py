@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from guardstream.lifecycle import start_guarded
 from guardstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -110,21 +111,15 @@ def readiness(sink: Sink) -> ReadyCheck:
 
 
 def run(sink: Sink) -> int:
-    def guarded(loop: SinkLoop) -> None:
-        try:
-            loop.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which exits 1
-            log.exception("%s consumer stopped on an error", loop.kind)
-            sink.failures.append(exc)
-            sink.stop.set()
+    def failed(exc: BaseException) -> None:  # the main thread reports it and exits 1
+        sink.failures.append(exc)
+        sink.stop.set()
 
     # The bulk thread's Python work (decoding, COPY rows) would otherwise hold the interpreter for
     # 5 ms slices; the critical thread waits for one at each of its database round trips.
     sys.setswitchinterval(0.001)
-    threads = [threading.Thread(target=guarded, args=(loop,), name=f"sink-{loop.kind}", daemon=True)
+    threads = [start_guarded(f"sink-{loop.kind}", loop.run, failed, log, f"{loop.kind} consumer")
                for loop in sink.loops]
-    for thread in threads:
-        thread.start()
     for thread in threads:
         thread.join()
     sink.producer.flush(10)

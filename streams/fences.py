@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Message
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import GuardstreamError
+from guardstream.lifecycle import start_guarded
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 from guardstream.streams.geofence import Fence, FenceIndex, fence_from_record
@@ -70,14 +71,7 @@ class FenceFeed:
 
     def start(self, on_failure: Callable[[BaseException], None]) -> None:
         """Run the feed in a daemon thread; ``on_failure`` hears of an error that ended it."""
-        def guarded() -> None:
-            try:
-                self._run()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which stops the process
-                log.exception("geofence feed stopped")
-                on_failure(exc)
-        self._thread = threading.Thread(target=guarded, name="fences", daemon=True)
-        self._thread.start()
+        self._thread = start_guarded("fences", self._run, on_failure, log, "geofence feed")
 
     def stop(self) -> None:
         self.stopping.set()

@@ -40,3 +40,37 @@ def test_a_burst_of_stop_signals_stops_the_process_instead_of_deadlocking_it():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_guarded_thread_hands_the_error_that_ended_it_to_its_owner():
+    import logging
+
+    from guardstream.lifecycle import start_guarded
+
+    failures: list[BaseException] = []
+    handed = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("feed broke")
+
+    def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+        handed.set()
+
+    thread = start_guarded("t-guarded", fail, on_failure, logging.getLogger("test"), "test feed")
+    assert handed.wait(5) and thread.name == "t-guarded" and thread.daemon
+    thread.join(5)
+    assert not thread.is_alive()
+    assert [str(exc) for exc in failures] == ["feed broke"]
+
+
+def test_a_guarded_thread_that_ends_normally_reports_nothing():
+    import logging
+
+    from guardstream.lifecycle import start_guarded
+
+    failures: list[BaseException] = []
+    ran = threading.Event()
+    thread = start_guarded("t-quiet", ran.set, failures.append, logging.getLogger("test"), "quiet")
+    thread.join(5)
+    assert ran.is_set() and not thread.is_alive() and failures == []

@@ -1,17 +1,9 @@
-import urllib.error
-import urllib.request
 
 from prometheus_client import Counter
 
 from guardstream.observability import new_registry, serve
+from support.http import http_get
 
-
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_endpoints_serve_metrics_health_and_readiness():
@@ -21,15 +13,15 @@ def test_endpoints_serve_metrics_health_and_readiness():
     endpoints = serve(registry, lambda: state["ready"], "127.0.0.1", 0)
     base = f"http://127.0.0.1:{endpoints.port}"
     try:
-        status, body = _get(base + "/metrics")
+        status, body = http_get(base + "/metrics")
         assert status == 200
         assert 'guardstream_test_things_total{reason="x"} 3.0' in body
         assert 'guardstream_component_info{component="test"' in body
-        assert _get(base + "/healthz") == (200, "ok\n")
-        assert _get(base + "/readyz") == (503, "not ready: kafka not connected\n")
+        assert http_get(base + "/healthz") == (200, "ok\n")
+        assert http_get(base + "/readyz") == (503, "not ready: kafka not connected\n")
         state["ready"] = (True, "")
-        assert _get(base + "/readyz") == (200, "ready\n")
-        assert _get(base + "/nope")[0] == 404
+        assert http_get(base + "/readyz") == (200, "ready\n")
+        assert http_get(base + "/nope")[0] == 404
     finally:
         endpoints.close()
 

@@ -2,10 +2,9 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 from guardstream.infra.stack import free_port, wait_until
+from support.http import http_get
 
 
 def _env(settings, **extra):
@@ -44,13 +43,6 @@ def test_lag_for_an_unknown_group_is_one_line(settings, unique):
     assert result.stderr.strip() == f"guardstream: unknown_group: no consumer group 'nobody-{unique}' on the cluster"
 
 
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except (urllib.error.URLError, ConnectionError) as exc:
-        return getattr(exc, "code", 0), ""
-
 
 def test_lag_exporter_component_serves_metrics_and_stops_on_sigterm(settings, make_topic, produce, commit, unique):
     topic, group = make_topic(), f"component-{unique}"
@@ -62,8 +54,8 @@ def test_lag_exporter_component_serves_metrics_and_stops_on_sigterm(settings, ma
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _get(base + "/readyz")[0] == 200, 30, "lag exporter")
-        body = _get(base + "/metrics")[1]
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 30, "lag exporter")
+        body = http_get(base + "/metrics")[1]
         assert f'kafka_consumergroup_lag{{consumergroup="{group}",partition="0",topic="{topic}"}} 2.0' in body
         assert 'guardstream_component_info{component="lag-exporter"' in body
         process.send_signal(signal.SIGTERM)

@@ -1,5 +1,3 @@
-import urllib.error
-import urllib.request
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -10,14 +8,8 @@ from guardstream.infra.lag.metrics import LagMetrics
 from guardstream.kafka import admin_config
 from guardstream.observability import serve
 from guardstream.settings import Settings
+from support.http import http_get
 
-
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 @pytest.fixture
@@ -55,11 +47,11 @@ def test_metrics_come_from_the_last_snapshot_and_vanish_with_their_group_or_topi
     commit(f"gone-{unique}", {(kept, 0): 1})
     commit(f"on-dropped-{unique}", {(dropped, 0): 1})
     exporter, base = served()
-    assert _get(base + "/readyz")[0] == 503
+    assert http_get(base + "/readyz")[0] == 503
     assert exporter.run_cycle()
-    assert _get(base + "/readyz") == (200, "ready\n")
+    assert http_get(base + "/readyz") == (200, "ready\n")
 
-    body = _get(base + "/metrics")[1]
+    body = http_get(base + "/metrics")[1]
     group = f"kept-{unique}"
     assert _series(body, "kafka_consumergroup_lag", consumergroup=group, topic=kept, partition=0) == [13]
     assert _series(body, "kafka_consumergroup_lag_sum", consumergroup=group, topic=kept) == [13]
@@ -76,7 +68,7 @@ def test_metrics_come_from_the_last_snapshot_and_vanish_with_their_group_or_topi
     admin.delete_consumer_groups([f"gone-{unique}"])[f"gone-{unique}"].result()
     admin.delete_topics([dropped])[dropped].result()
     assert exporter.run_cycle()
-    body = _get(base + "/metrics")[1]
+    body = http_get(base + "/metrics")[1]
     assert _series(body, "kafka_consumergroup_lag", consumergroup=group) == [13]
     assert f"gone-{unique}" not in body
     assert f"on-dropped-{unique}" not in body and dropped not in body
@@ -87,8 +79,8 @@ def test_metrics_come_from_the_last_snapshot_and_vanish_with_their_group_or_topi
 def test_an_unreachable_cluster_is_counted_and_leaves_the_exporter_unready(settings, served):
     exporter, base = served(settings.replace(kafka_bootstrap_servers="127.0.0.1:1"), timeout_s=1.0)
     assert not exporter.run_cycle()
-    assert _get(base + "/readyz")[0] == 503
-    body = _get(base + "/metrics")[1]
+    assert http_get(base + "/readyz")[0] == 503
+    body = http_get(base + "/metrics")[1]
     assert _series(body, "guardstream_lag_collect_errors_total", reason="unavailable") == [1]
     assert "kafka_consumergroup_lag" not in body
 
