@@ -1,9 +1,12 @@
 """Stop handlers: one clean stop however many signals arrive at once."""
 
+import logging
 import signal
 import subprocess
 import sys
 import threading
+
+from guardstream.lifecycle import start_guarded
 
 
 STOPS_ON_SIGNAL = """
@@ -43,10 +46,6 @@ def test_a_burst_of_stop_signals_stops_the_process_instead_of_deadlocking_it():
 
 
 def test_a_guarded_thread_hands_the_error_that_ended_it_to_its_owner():
-    import logging
-
-    from guardstream.lifecycle import start_guarded
-
     failures: list[BaseException] = []
     handed = threading.Event()
 
@@ -65,10 +64,6 @@ def test_a_guarded_thread_hands_the_error_that_ended_it_to_its_owner():
 
 
 def test_a_guarded_thread_that_ends_normally_reports_nothing():
-    import logging
-
-    from guardstream.lifecycle import start_guarded
-
     failures: list[BaseException] = []
     ran = threading.Event()
     thread = start_guarded("t-quiet", ran.set, failures.append, logging.getLogger("test"), "quiet")
