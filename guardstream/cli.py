@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from guardstream.errors import ConfigError, GuardstreamError
+from guardstream.timespec import time_values_attached
 
 # Each module registers its own subcommands with `register(subparsers)`; to add a
 # component's commands, add its module here.
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as the subcommands read it; a relative time (``--from -15m``) is its option's value."""
+    return build_parser().parse_args(time_values_attached(argv))
+
+
 def _configure_logging(one_shot: bool) -> None:
     level = os.environ.get("GUARDSTREAM_LOG_LEVEL", "info").upper()
     logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
@@ -48,7 +54,7 @@ def _configure_logging(one_shot: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     _configure_logging(getattr(args, "one_shot", False))
     try:
         return args.handler(args)

@@ -6,11 +6,9 @@ Handlers import their dependencies when they run, so building the parser stays c
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from guardstream.errors import InputError
@@ -39,7 +37,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     from .positions import DEFAULT_LAST, StartAt, parse_offset
     from .records import parse_filters
     from .tail import LineWriter, TailRequest, tail
-    from .timespec import parse_time
+    from guardstream.timespec import parse_time
     settings = Settings.from_env()
     if args.from_beginning:
         start = StartAt(last=None, beginning=True)
@@ -134,7 +132,7 @@ def _stop_between_records(stopping: threading.Event) -> None:
 
 
 def _window(cp: Checkpoint) -> str:
-    from .timespec import iso
+    from guardstream.timespec import iso
     return f"{iso(cp.from_ms)} .. {iso(cp.to_ms) if cp.to_ms is not None else 'the end at start'}"
 
 
@@ -176,7 +174,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def _selection(args: argparse.Namespace) -> Selection:
     from .dlq import Selection
-    from .timespec import parse_time
+    from guardstream.timespec import parse_time
     return Selection(args.stage, args.reason, parse_time(args.since, _now_ms()) if args.since else None)
 
 
@@ -221,9 +219,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_tail(sub: argparse._SubParsersAction) -> None:
-    tail = _relative_times_as_values(sub.add_parser("tail", help="print a topic's records, decoded, one per line",
+    tail = sub.add_parser("tail", help="print a topic's records, decoded, one per line",
                           description="Without a position: the last 10 records of each partition (--last N), "
-                                      "then stop at the end as it was at start, or follow with --follow."))
+                                      "then stop at the end as it was at start, or follow with --follow.")
     tail.add_argument("topic")
     where = tail.add_mutually_exclusive_group()
     where.add_argument("--from-beginning", action="store_true", help="from each partition's oldest record")
@@ -242,8 +240,8 @@ def _register_tail(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_replay(sub: argparse._SubParsersAction) -> None:
-    replay = _relative_times_as_values(sub.add_parser(
-        "replay", help="copy a time range into another topic, or move a group's offsets to a time"))
+    replay = sub.add_parser(
+        "replay", help="copy a time range into another topic, or move a group's offsets to a time")
     replay.add_argument("--topic", required=True, help="the source topic")
     replay.add_argument("--from", dest="from_time", required=True, metavar="TIME",
                         help="-15m, -2h, -1d, ISO-8601 (UTC unless an offset is given), epoch ms")
@@ -266,13 +264,11 @@ def _register_dlq(sub: argparse._SubParsersAction) -> None:
     dlq = sub.add_parser("dlq", help="dead letters: inspect, re-inject after a fix")
     dlq.set_defaults(one_shot=True)
     actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
-    inspect = _relative_times_as_values(
-        actions.add_parser("inspect", help="counts per stage and reason, and the latest dead letters"))
+    inspect = actions.add_parser("inspect", help="counts per stage and reason, and the latest dead letters")
     inspect.add_argument("--stage", choices=STAGES)
     inspect.add_argument("--max", type=_non_negative, default=20, metavar="N",
                          help="show the latest N dead letters (default 20); the counts cover all")
-    replay = _relative_times_as_values(
-        actions.add_parser("replay", help="re-inject the selected dead letters' payloads into their source"))
+    replay = actions.add_parser("replay", help="re-inject the selected dead letters' payloads into their source")
     replay.add_argument("--stage", choices=STAGES, required=True)
     replay.add_argument("--dry-run", action="store_true", help="show what would be re-injected")
     for each in (inspect, replay):
@@ -280,46 +276,6 @@ def _register_dlq(sub: argparse._SubParsersAction) -> None:
         each.add_argument("--since", metavar="TIME", help="refused at or after TIME (-2h, ISO-8601, epoch ms)")
     inspect.set_defaults(handler=cmd_dlq_inspect)
     replay.set_defaults(handler=cmd_dlq_replay)
-
-
-# The options whose value is a TIME, and the relative times among them that argparse, seeing a
-# leading "-", would take for an option (a plain negative number it already takes for a value).
-TIME_OPTIONS = frozenset({"--from", "--to", "--since"})
-_RELATIVE_TIME = re.compile(r"-\d+(\.\d+)?(ms|s|m|h|d|w)?")
-
-
-def time_values_attached(words: Sequence[str]) -> list[str]:
-    """``words`` with each relative time that follows a time option attached to it: ``--from -15m``
-    becomes ``--from=-15m``, the spelling argparse documents for a value beginning with ``-``.
-    Words after ``--`` are positional and stay as they are."""
-    attached: list[str] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "--":
-            return attached + list(words[i:])
-        if word in TIME_OPTIONS and i + 1 < len(words) and _RELATIVE_TIME.fullmatch(words[i + 1]):
-            attached.append(f"{word}={words[i + 1]}")
-            i += 2
-        else:
-            attached.append(word)
-            i += 1
-    return attached
-
-
-def _relative_times_as_values(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Let ``--from -15m`` work as ``--from=-15m`` does. argparse hands a subcommand's words to the
-    public ``parse_known_args`` of its parser; this one attaches relative times to their option first
-    (:func:`time_values_attached`). ``sub.add_parser`` builds a plain ArgumentParser, so the step is
-    set on the parser rather than written in a subclass."""
-    parse_known_args = parser.parse_known_args
-
-    def attaching(args: Sequence[str] | None = None,
-                  namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
-        return parse_known_args(None if args is None else time_values_attached(args), namespace)
-
-    parser.parse_known_args = attaching  # type: ignore[method-assign]
-    return parser
 
 
 def _positive(text: str) -> int:

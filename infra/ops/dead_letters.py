@@ -28,7 +28,7 @@ from typing import Any
 from guardstream.catalog import TOPICS
 
 from .records import Record, readable
-from .timespec import iso
+from guardstream.timespec import iso
 
 REPLAYED_FROM = "dlq.replayed_from"
 MQTT_STAGE = "bridge"

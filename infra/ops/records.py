@@ -18,7 +18,7 @@ from typing import Any
 
 from guardstream.errors import InputError
 
-from .timespec import iso
+from guardstream.timespec import iso
 
 KEY_FIELD = "key"
 

@@ -30,7 +30,7 @@ from .records import Record
 from .replay_plan import (REPLAY_ID, REPLAY_SOURCE, Checkpoint, already_copied, copy_headers,
                           destination_partition, in_window, last_copied, replay_id, source_tag)
 from .state_files import load_json, save_json
-from .timespec import iso, parse_time
+from guardstream.timespec import iso, parse_time
 from .topic_reader import TopicReader
 
 FLUSH_TIMEOUT_S = 60

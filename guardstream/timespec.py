@@ -6,11 +6,16 @@
 * ISO-8601: ``2024-05-01T10:00:00Z``, ``2024-05-01T12:00+02:00``, ``2024-05-01``
   (a time without an offset is UTC, as on the servers; a date alone is its midnight, UTC);
 * epoch milliseconds, as Kafka stores timestamps: ``1714557600000``.
+
+A relative time begins with ``-``, which argparse would take for an option:
+:func:`time_values_attached` attaches it to its option (``--from=-15m``, the spelling
+argparse documents for such a value) before the command line is parsed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from guardstream.errors import InputError
@@ -46,3 +51,27 @@ def parse_time(text: str, now_ms: int) -> int:
 def iso(ms: int) -> str:
     """``2024-05-01T10:00:00.000Z`` for epoch milliseconds."""
     return (_EPOCH + ms * _MS).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+# The options whose value is a TIME, and the relative times among them that argparse, seeing a
+# leading "-", would take for an option (a plain negative number it already takes for a value).
+TIME_OPTIONS = frozenset({"--from", "--to", "--since"})
+_RELATIVE_WORD = re.compile(r"-\d+(\.\d+)?(ms|s|m|h|d|w)?")
+
+
+def time_values_attached(words: Sequence[str]) -> list[str]:
+    """``words`` with each relative time that follows a time option attached to it: ``--from -15m``
+    becomes ``--from=-15m``. Words after ``--`` are positional and stay as they are."""
+    attached: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return attached + list(words[i:])
+        if word in TIME_OPTIONS and i + 1 < len(words) and _RELATIVE_WORD.fullmatch(words[i + 1]):
+            attached.append(f"{word}={words[i + 1]}")
+            i += 2
+        else:
+            attached.append(word)
+            i += 1
+    return attached

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from guardstream.errors import InputError
-from guardstream.infra.ops.timespec import iso, parse_time
+from guardstream.timespec import iso, parse_time, time_values_attached
 
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 
@@ -42,3 +42,25 @@ def test_iso_prints_milliseconds_in_utc():
 @given(st.integers(min_value=10**11, max_value=9_999_999_999_999))
 def test_iso_output_reads_back_as_the_same_instant(ms):
     assert parse_time(iso(ms), NOW) == ms
+
+
+@pytest.mark.parametrize("words, expected", [
+    (["t", "--from", "-15m"], ["t", "--from=-15m"]),
+    (["--topic", "t", "--from", "-1h", "--to", "-5m", "--into", "x"],
+     ["--topic", "t", "--from=-1h", "--to=-5m", "--into", "x"]),
+    (["--since", "-2h"], ["--since=-2h"]),
+    (["--since", "-1.5h"], ["--since=-1.5h"]),
+    (["--from", "-250ms"], ["--from=-250ms"]),
+    (["--from", "-5"], ["--from=-5"]),
+    (["--from=-15m"], ["--from=-15m"]),
+    (["--from", "1700000000000"], ["--from", "1700000000000"]),  # not beginning with "-": argparse reads it
+    (["--from", "2024-05-01T10:00:00Z"], ["--from", "2024-05-01T10:00:00Z"]),
+    (["--from", "--into", "x"], ["--from", "--into", "x"]),  # no value: argparse says so
+    (["--from", "-15x"], ["--from", "-15x"]),  # not a relative time: an unknown option, as before
+    (["--max", "-5m"], ["--max", "-5m"]),  # not a time option
+    (["--from"], ["--from"]),
+    (["t", "--", "--from", "-15m"], ["t", "--", "--from", "-15m"]),  # after "--" every word is positional
+    ([], []),
+])
+def test_time_values_attached(words, expected):
+    assert time_values_attached(words) == expected
