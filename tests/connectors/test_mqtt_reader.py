@@ -291,6 +291,7 @@ def test_five_thousand_qos1_messages_arrive_in_order_once_each_and_are_acknowled
     received: list[Seen] = []
     sessions: list[bool] = []
     subscribed = threading.Event()
+    disconnected = threading.Event()
 
     def start(first: bool) -> mqtt.Client:
         client = new_client(mqtt_settings, client_id, persistent=True)  # clean start off, session expiry set
@@ -304,6 +305,7 @@ def test_five_thousand_qos1_messages_arrive_in_order_once_each_and_are_acknowled
         client.on_connect = on_connect
         client.on_subscribe = lambda *args: subscribed.set()
         client.on_message = lambda c, u, m: received.append(seen(m))
+        client.on_disconnect = lambda *args: disconnected.set()
         connect(client, mqtt_settings, persistent=True)
         client.loop_start()
         return client
@@ -318,8 +320,10 @@ def test_five_thousand_qos1_messages_arrive_in_order_once_each_and_are_acknowled
         assert {(s.qos, s.dup, s.has_mid) for s in received} == {(1, False, True)}
 
         # Resume the session: a message the broker had not seen acknowledged would come again
-        # (3.1.2.4 / 4.4), ahead of anything published after the reconnect.
+        # (3.1.2.4 / 4.4), ahead of anything published after the reconnect. The network thread
+        # stops only once DISCONNECT went out: the acknowledgements queued before it went first.
         subscriber.disconnect()
+        assert disconnected.wait(WAIT_S), "not disconnected"
         subscriber.loop_stop()
         received.clear()
         subscriber = start(first=False)
