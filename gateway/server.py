@@ -38,6 +38,7 @@ from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolEr
 from guardstream.gateway.ratelimit import TokenBucket
 from guardstream.gateway.resume import ReplayGate
 from guardstream.gateway.web import FenceCache, Routes, read_fences
+from guardstream.observability import cannot_listen
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 
@@ -296,8 +297,8 @@ async def _serve_until(stop: asyncio.Event, gateway: Gateway, tls: ssl.SSLContex
                              ping_interval=settings.gateway_ping_interval_s,
                              ping_timeout=settings.gateway_ping_interval_s, server_header=None)
     except OSError as exc:
-        raise UnavailableError(f"cannot listen on {settings.gateway_host}:{settings.gateway_port}: {exc}",
-                               reason="port_taken") from exc
+        raise cannot_listen(exc, settings.gateway_host, settings.gateway_port, "GUARDSTREAM_GATEWAY_HOST",
+                            "GUARDSTREAM_GATEWAY_PORT") from exc
     log.info("gateway on %s://%s:%d", "https" if tls else "http", settings.gateway_host, settings.gateway_port)
     try:
         await stop.wait()

@@ -13,6 +13,7 @@ the component's check passes and 503 with the reason otherwise.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from guardstream import __version__
+from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
 
 # The shared label vocabulary: the same meaning wherever the name appears.
 LABELS = {
@@ -73,6 +75,20 @@ class Endpoints:
         self.server.server_close()
 
 
+def cannot_listen(exc: OSError, host: str, port: int, host_setting: str, port_setting: str) -> GuardstreamError:
+    """Why a server could not listen on ``host:port``, naming the setting to change: a port taken or
+    not ours to use is its port setting's fault, an address not on this machine its host setting's."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(port_setting, f"{where} is already in use (another component or program listens "
+                                         "there): give each process a port of its own, or 0 for any free one")
+    if exc.errno == errno.EACCES:
+        return ConfigError(port_setting, f"{where}: not allowed to listen there (ports below 1024 need privileges)")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return ConfigError(host_setting, f"{host!r} is not an address of this machine")
+    return UnavailableError(f"cannot listen on {where}: {exc}", reason="cannot_listen")
+
+
 def serve(registry: CollectorRegistry, ready: ReadyCheck, host: str, port: int) -> Endpoints:
     """Serve the three endpoints on a daemon thread (port 0 picks a free one)."""
 
@@ -99,7 +115,10 @@ def serve(registry: CollectorRegistry, ready: ReadyCheck, host: str, port: int) 
         def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as exc:
+        raise cannot_listen(exc, host, port, "GUARDSTREAM_METRICS_HOST", "GUARDSTREAM_METRICS_PORT") from exc
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="endpoints", daemon=True)
     thread.start()

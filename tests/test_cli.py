@@ -1,6 +1,9 @@
 import os
+import socket
 import subprocess
 import sys
+
+import pytest
 
 
 def _run(args, **env):
@@ -45,3 +48,22 @@ def test_unreachable_kafka_is_one_clear_line():
     result = _run(["topics", "apply"], KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
     assert result.returncode == 1
     assert result.stderr.startswith("guardstream: unavailable: Kafka unreachable")
+
+
+@pytest.mark.parametrize("component, setting", [("bridge", "GUARDSTREAM_METRICS_PORT"),
+                                                ("gateway", "GUARDSTREAM_GATEWAY_PORT")])
+def test_a_component_on_a_taken_port_stops_with_one_line_naming_the_setting(component, setting, applied, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = {"GUARDSTREAM_METRICS_PORT": port if setting == "GUARDSTREAM_METRICS_PORT" else "0",
+                 "GUARDSTREAM_GATEWAY_PORT": port}
+        result = _run([component], **{**applied.as_env(), "GUARDSTREAM_JWT_SECRET": "s",
+                                      "GUARDSTREAM_STATE_DIR": str(tmp_path), **ports})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("guardstream: ")]
+    assert refusal == [f"guardstream: bad setting {setting}: 127.0.0.1:{port} is already in use (another "
+                       "component or program listens there): give each process a port of its own, or 0 for any "
+                       "free one"]
