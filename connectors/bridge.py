@@ -53,7 +53,7 @@ from guardstream.kafka import produce, producer_config
 from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
-from guardstream.settings import Settings
+from guardstream.settings import Settings, masked_url
 
 log = logging.getLogger("guardstream.bridge")
 
@@ -314,7 +314,8 @@ def run(settings: Settings) -> int:
     install_stop_handlers(stopping.set)
     for bridge in bridges:
         bridge.start()
-    log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, settings.mqtt_url, settings.kafka_bootstrap_servers)
+    log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, masked_url(settings.mqtt_url),
+             settings.kafka_bootstrap_servers)
     stopping.wait()
     for bridge in bridges:
         bridge.stop()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from guardstream.errors import ConfigError
 
@@ -30,6 +30,20 @@ class Secret(str):
 
     def reveal(self) -> str:
         return str.__str__(self)
+
+
+def masked_url(url: str) -> str:
+    """``url`` fit to print: its password, in the user part or in a ``password=`` query parameter, as ``***``."""
+    parts = urlsplit(url)
+    shown = url
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        shown = shown.replace(f"//{parts.netloc}", f"//{userinfo.split(':', 1)[0]}:***@{hostport}", 1)
+    if "password" in parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*/:")
+        shown = shown.partition("?")[0] + "?" + query + (f"#{parts.fragment}" if parts.fragment else "")
+    return shown
 
 
 PROFILES = ("embedded", "production")

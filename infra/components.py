@@ -17,6 +17,7 @@ class Component:
     command: tuple[str, ...]  # arguments after `guardstream`
     description: str
     serves_http: bool = False  # besides /metrics: a user-facing port (the gateway)
+    verifies_tokens: bool = False  # gets the JWT secret; no other component's environment holds it
 
 
 COMPONENTS: tuple[Component, ...] = (
@@ -26,6 +27,9 @@ COMPONENTS: tuple[Component, ...] = (
     Component("lag-exporter", ("lag-exporter",), "consumer lag, lag in seconds and group status on /metrics"),
     Component("sink", ("sink",), "priority topics, geofences, dead letters, alert actions -> PostgreSQL"),
     Component("gateway", ("gateway",), "WebSocket push feed (JWT, tenants, resume) and the live dashboard",
-              serves_http=True),
+              serves_http=True, verifies_tokens=True),
 )
+
+# The secret that signs client tokens: only a component that verifies tokens is given it.
+TOKEN_KEYS = frozenset({"GUARDSTREAM_JWT_SECRET"})
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from guardstream.catalog import DAY_MS, Topic
 from guardstream.console import emit_table, terminal
 from guardstream.errors import ConfigError
-from guardstream.settings import Secret, Settings
+from guardstream.settings import Secret, Settings, masked_url
 
 if TYPE_CHECKING:
     from guardstream.infra.stack import Stack
@@ -49,7 +49,11 @@ def settings_table(settings: Settings) -> None:
     for f in fields(settings):
         var = f.metadata["var"]
         value = getattr(settings, f.name)
-        shown = "***" if isinstance(value, Secret) and value else ("" if value is None else str(value))
+        if isinstance(value, Secret):
+            shown = "***" if value else ""
+        else:
+            shown = "" if value is None else str(value)
+            shown = masked_url(shown) if "://" in shown else shown
         rows.append([var.env, shown, var.doc])
     emit_table("guardstream settings", ["variable", "value", "meaning"], rows)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from guardstream.errors import GuardstreamError, UnavailableError
-from guardstream.infra.components import COMPONENTS, Component
+from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
-from guardstream.settings import Settings
+from guardstream.settings import Settings, masked_url
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}
@@ -155,7 +155,7 @@ class Stack:
             changes["mqtt_url"] = f"mqtt://{LOOPBACK}:{port}"
             self.endpoints["mqtt"] = f"mqtt://{LOOPBACK}:{port} ({broker})"
         else:
-            self.endpoints["mqtt"] = f"{self.settings.mqtt_url} (yours)"
+            self.endpoints["mqtt"] = f"{masked_url(self.settings.mqtt_url)} (yours)"
         if "DATABASE_URL" not in environ:
             url, self._stop_postgres = start_postgres(state / "pg")
             changes["database_url"] = url
@@ -183,8 +183,9 @@ class Stack:
             port = free_port(DEFAULT_PORTS["metrics"] + len(self.metrics_ports), taken=taken)
             self.metrics_ports[component.name] = port
             env = settings.replace(metrics_port=port).as_env()
+            withheld = frozenset() if component.verifies_tokens else TOKEN_KEYS
             supervisor.start(ChildSpec(component.name, [sys.executable, "-m", "guardstream.cli", *component.command],
-                                       env=env))
+                                       env=env, withheld=withheld))
         # `guardstream health` reads where the components' /readyz are while this stack runs
         state = settings.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,8 @@ class Stack:
                        else "demo fences: the geofences topic has records already; left as it is")
         argv = ["simulate", "--devices", str(devices), "--rate", str(rate), "--seed", "1"]
         supervisor.start(ChildSpec("simulate", [sys.executable, "-m", "guardstream.cli", *argv],
-                                   env=settings.replace(metrics_port=0).as_env(), layer=CLIENTS))
+                                   env=settings.replace(metrics_port=0).as_env(), withheld=TOKEN_KEYS,
+                                   layer=CLIENTS))
 
     def stop_servers(self) -> None:
         if self._stop_postgres is not None:

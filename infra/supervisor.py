@@ -51,7 +51,13 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     restart: bool = True
+    withheld: frozenset[str] = frozenset()  # variables kept out of the child's environment, its own or ours
     layer: int = COMPONENTS  # SERVERS stop last; CLIENTS (a simulated fleet) first
+
+
+def child_env(parent: Mapping[str, str], spec: ChildSpec) -> dict[str, str]:
+    """The environment of ``spec``'s process: ours, then its own, less what it must not hold."""
+    return {name: value for name, value in {**parent, **spec.env}.items() if name not in spec.withheld}
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -84,7 +90,7 @@ class Supervisor:
 
     def _spawn(self, spec: ChildSpec) -> subprocess.Popen:
         process = subprocess.Popen(
-            list(spec.argv), env={**os.environ, **spec.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            list(spec.argv), env=child_env(os.environ, spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent, process_group=0)
         threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
         return process

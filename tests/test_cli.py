@@ -31,6 +31,15 @@ def test_settings_table_hides_secrets():
     assert "KAFKA_SASL_PASSWORD" in result.stdout and "hunter2" not in result.stdout
 
 
+def test_settings_table_hides_the_passwords_in_urls():
+    result = _run(["settings"], DATABASE_URL="postgresql://gs:pg-pass-71@db:5432/guardstream",
+                  MQTT_URL="mqtts://bridge:mq-pass-72@mqtt.example:8883")
+    assert result.returncode == 0
+    assert "pg-pass-71" not in result.stdout and "mq-pass-72" not in result.stdout
+    assert "postgresql://gs:***@db:5432/guardstream" in result.stdout
+    assert "mqtts://bridge:***@mqtt.example:8883" in result.stdout
+
+
 def test_topics_apply_and_list_against_the_broker(settings):
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "GUARDSTREAM_REPLICATION_FACTOR": "1",
            "GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_PARTITIONS_MAX": str(settings.partitions_max)}

@@ -136,3 +136,15 @@ def test_kafka_paused_under_load_loses_nothing_and_memory_stays_bounded(own_kafk
     assert set(range(count)) - set(_seqs(records)) == set()
     assert bridge.metric("guardstream_bridge_forwarded_total") > forwarded_during_pause
     pub.loop_stop()
+
+
+def test_the_bridge_never_logs_the_mqtt_password(applied, run_component, unique):
+    # the test broker takes any credentials; the bridge logs where it connects, password masked
+    host_port = applied.mqtt_url.split("://", 1)[1]
+    password = f"mq-pass-{unique}"
+    with_password = applied.replace(mqtt_url=f"mqtt://bridge:{password}@{host_port}")
+    bridge = run_component(["bridge"], with_password, **_bridge_env(unique))
+    bridge.stop()
+    log = bridge.log.read_text()
+    assert f"mqtt://bridge:***@{host_port}" in log
+    assert password not in log

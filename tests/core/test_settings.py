@@ -1,7 +1,7 @@
 import pytest
 
 from guardstream.errors import ConfigError
-from guardstream.settings import Secret, Settings, settings_vars
+from guardstream.settings import Secret, Settings, masked_url, settings_vars
 
 
 def test_defaults_need_no_environment():
@@ -111,3 +111,16 @@ def test_readme_documents_every_variable():
     from pathlib import Path
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert [v.env for v in settings_vars() if f"| `{v.env}` |" not in readme] == []
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("mqtt://bridge:s3cret@mqtt.example:8883", "mqtt://bridge:***@mqtt.example:8883"),
+    ("mqtts://:only-a-password@h:8883", "mqtts://:***@h:8883"),
+    ("postgresql://u:p%40ss@db/g?sslmode=require", "postgresql://u:***@db/g?sslmode=require"),
+    ("postgresql:///g?host=/run/pg&password=pw&user=u", "postgresql:///g?host=/run/pg&password=***&user=u"),
+    ("postgresql://postgres@127.0.0.1:5432/guardstream", "postgresql://postgres@127.0.0.1:5432/guardstream"),
+    ("mqtt://127.0.0.1:1883", "mqtt://127.0.0.1:1883"),
+    ("https://reg:key@registry.example/path#frag", "https://reg:***@registry.example/path#frag"),
+])
+def test_masked_url_shows_everything_but_the_password(url, shown):
+    assert masked_url(url) == shown

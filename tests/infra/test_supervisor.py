@@ -3,6 +3,7 @@ import os
 import sys
 import time
 
+from guardstream.infra.components import COMPONENTS, TOKEN_KEYS
 from guardstream.infra.stack import wait_until
 from guardstream.infra.supervisor import SERVERS, Backoff, ChildSpec, Supervisor
 
@@ -95,3 +96,26 @@ def test_children_run_in_process_groups_of_their_own():
     finally:
         supervisor.stop(grace_s=5)
     assert not _alive(child.pid)
+
+
+def test_a_withheld_variable_reaches_no_child_whether_ours_or_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("GUARDSTREAM_JWT_SECRET", "from-the-shell")
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    script = "import os; print('secret', os.environ.get('GUARDSTREAM_JWT_SECRET', 'absent'), os.environ['KEPT'])"
+    try:
+        supervisor.start(ChildSpec("probe", [sys.executable, "-c", script], restart=False,
+                                   env={"GUARDSTREAM_JWT_SECRET": "its-own", "KEPT": "yes"},
+                                   withheld=TOKEN_KEYS))
+        supervisor.start(ChildSpec("gateway", [sys.executable, "-c", script], restart=False,
+                                   env={"GUARDSTREAM_JWT_SECRET": "its-own", "KEPT": "yes"}))
+        wait_until(lambda: out.getvalue().count("secret ") == 2, 20, "both children")
+    finally:
+        supervisor.stop(grace_s=5)
+    lines = {line.split("|", 1)[0].strip(): line.split("|", 1)[1].strip() for line in out.getvalue().splitlines()
+             if "secret " in line}
+    assert lines == {"probe": "secret absent yes", "gateway": "secret its-own yes"}
+
+
+def test_only_a_component_that_verifies_tokens_is_given_the_token_secret():
+    assert [c.name for c in COMPONENTS if c.verifies_tokens] == ["gateway"]
