@@ -67,6 +67,8 @@ class Keys:
     audience: str
     hs256_secret: str | None = None
     rs256_public_key: str | None = None
+    issuer: str | None = None  # the iss every token must name; None: any
+    max_lifetime_s: float | None = None  # the longest a token may be valid; None: no limit
 
     def for_algorithm(self, alg: object) -> str | None:
         # the key is picked by the token's algorithm and never shared between the two, so an
@@ -139,28 +141,39 @@ def verify(token: str, keys: Keys, now: float) -> Principal:
     if not key:
         raise AuthRefused(f"algorithm {alg!r} is not accepted here", reason="bad_algorithm")
     try:
-        claims = jwt.decode(token, key, algorithms=[alg], audience=keys.audience,
-                            options={"require": ["exp", "sub", "aud"], "verify_exp": False,
+        required = ["exp", "sub", "aud"] + (["iss"] if keys.issuer is not None else [])
+        claims = jwt.decode(token, key, algorithms=[alg], audience=keys.audience, issuer=keys.issuer,
+                            options={"require": required, "verify_exp": False,
                                      "verify_nbf": False, "verify_iat": False})
     except jwt.InvalidAudienceError as exc:
         raise AuthRefused(f"token is not for audience {keys.audience!r}", reason="wrong_audience") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise AuthRefused(f"token is not issued by {keys.issuer!r}", reason="wrong_issuer") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise AuthRefused(f"token lacks claim {exc.claim!r}", reason="missing_claim") from exc
     except jwt.InvalidSignatureError as exc:
         raise AuthRefused("signature does not verify", reason="bad_signature") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthRefused(f"token does not decode: {exc}", reason="malformed_token") from exc
-    return principal_from_claims(claims, now)
+    return principal_from_claims(claims, now, keys.max_lifetime_s)
 
 
-def principal_from_claims(claims: Mapping[str, Any], now: float) -> Principal:
-    exp, nbf = claims.get("exp"), claims.get("nbf")
-    if not _number(exp) or (nbf is not None and not _number(nbf)):
-        raise AuthRefused("exp and nbf must be numbers", reason="bad_claims")
+def principal_from_claims(claims: Mapping[str, Any], now: float, max_lifetime_s: float | None = None) -> Principal:
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if not _number(exp) or any(t is not None and not _number(t) for t in (nbf, iat)):
+        raise AuthRefused("exp, nbf and iat must be numbers", reason="bad_claims")
     if now >= exp + LEEWAY_S:
         raise AuthRefused("token has expired", reason="token_expired")
     if nbf is not None and now + LEEWAY_S < nbf:
         raise AuthRefused("token is not valid yet", reason="not_yet_valid")
+    if iat is not None and now + LEEWAY_S < iat:
+        raise AuthRefused("token is issued in the future (iat): a wrong clock or a forged token",
+                          reason="issued_in_future")
+    if max_lifetime_s is not None:
+        start = iat if iat is not None else nbf if nbf is not None else now
+        if exp - start > max_lifetime_s:
+            raise AuthRefused(f"token is valid for {exp - start:.0f}s, longer than the {max_lifetime_s:.0f}s allowed",
+                              reason="lifetime_too_long")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise AuthRefused("sub must be a non-empty string", reason="bad_claims")

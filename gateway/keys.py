@@ -57,4 +57,5 @@ def verification_keys(settings: Settings) -> Keys:
     secret = hs256_secret(settings)
     if not secret and not public_key:
         raise ConfigError("GUARDSTREAM_JWT_SECRET", "set GUARDSTREAM_JWT_SECRET or GUARDSTREAM_JWT_PUBLIC_KEY")
-    return Keys(settings.jwt_audience, secret, public_key)
+    return Keys(settings.jwt_audience, secret, public_key, issuer=settings.jwt_issuer,
+                max_lifetime_s=settings.jwt_max_lifetime_s)

@@ -15,11 +15,11 @@ from typing import Any
 
 import msgspec
 
+from guardstream import records
 from guardstream.errors import InputError
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import parse_channel
 from guardstream.records import ACTION_STATUS
-from guardstream import records
 
 TP = tuple[str, int]  # (topic, partition)
 MAX_CHANNELS = 200
@@ -33,9 +33,12 @@ CLOSE_CODES: Mapping[str, int] = {
     "bad_algorithm": 4401,
     "bad_signature": 4401,
     "wrong_audience": 4401,
+    "wrong_issuer": 4401,
     "missing_claim": 4401,
     "bad_claims": 4401,
     "not_yet_valid": 4401,
+    "issued_in_future": 4401,
+    "lifetime_too_long": 4401,
     "token_expired": 4408,
     "forbidden_origin": 4403,
     "forbidden_channel": 4403,

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardstream.errors import ConfigError
-from guardstream.gateway.auth import (AuthRefused, Keys, Principal, issue, origin_allowed, parse_origins,
+from guardstream.gateway.auth import (LEEWAY_S, AuthRefused, Keys, Principal, issue, origin_allowed, parse_origins,
                                       principal_from_claims, token_from_request, verify)
 from guardstream.gateway.keys import SECRET_FILE, hs256_secret, verification_keys
 from guardstream.gateway.protocol import CLOSE_CODES
@@ -172,3 +172,41 @@ def test_the_stack_report_link_carries_a_token_that_verifies(tmp_path) -> None:
     url = urlsplit(dashboard_url(settings))
     assert (url.scheme, url.netloc, url.path) == ("http", "127.0.0.1:8765", "/")
     verify(parse_qs(url.query)["token"][0], verification_keys(settings), time.time())
+
+
+STRICT = Keys("guardstream", SECRET, issuer="https://idp.example", max_lifetime_s=86400)
+
+
+@pytest.mark.parametrize(("claims", "reason"), [
+    ({"iss": "https://idp.example"}, None),
+    ({"iss": "https://elsewhere.example"}, "wrong_issuer"),
+    ({}, "missing_claim"),  # an issuer is configured: a token without iss is refused
+    ({"iss": "https://idp.example", "iat": NOW - 60}, None),
+    ({"iss": "https://idp.example", "iat": NOW + LEEWAY_S / 2}, None),  # within the clock-skew leeway
+    ({"iss": "https://idp.example", "iat": NOW + 3600}, "issued_in_future"),
+    ({"iss": "https://idp.example", "iat": "yesterday"}, "bad_claims"),
+    ({"iss": "https://idp.example", "iat": NOW, "exp": NOW + 86400}, None),
+    ({"iss": "https://idp.example", "iat": NOW, "exp": NOW + 86401}, "lifetime_too_long"),
+    ({"iss": "https://idp.example", "iat": None, "nbf": NOW - 10, "exp": 1e20}, "lifetime_too_long"),
+    ({"iss": "https://idp.example", "iat": None, "nbf": None, "exp": NOW + 2 * 86400}, "lifetime_too_long"),
+])
+def test_issuer_issue_time_and_lifetime_are_checked_when_configured(claims, reason) -> None:
+    minted = token(**claims)
+    if reason is None:
+        assert verify(minted, STRICT, NOW).subject == "alice"
+        return
+    with pytest.raises(AuthRefused) as refused:
+        verify(minted, STRICT, NOW)
+    assert refused.value.reason == reason and CLOSE_CODES[reason] == 4401
+
+
+def test_without_an_issuer_or_a_lifetime_cap_any_issuer_and_lifetime_pass() -> None:
+    assert verify(token(iss="anyone", exp=NOW + 30 * 86400), KEYS, NOW).subject == "alice"
+
+
+def test_the_gateway_settings_make_the_keys_strict(tmp_path) -> None:
+    settings = Settings.from_env({"GUARDSTREAM_JWT_SECRET": SECRET, "GUARDSTREAM_JWT_ISSUER": "https://idp.example",
+                                  "GUARDSTREAM_JWT_MAX_LIFETIME_S": "3600", "GUARDSTREAM_STATE_DIR": str(tmp_path)})
+    keys = verification_keys(settings)
+    assert (keys.issuer, keys.max_lifetime_s) == ("https://idp.example", 3600)
+    assert verification_keys(Settings.from_env({"GUARDSTREAM_JWT_SECRET": SECRET})).max_lifetime_s == 86400
