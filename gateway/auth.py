@@ -17,10 +17,11 @@ may acknowledge and resolve its tenants' alerts.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
@@ -99,10 +100,14 @@ def token_from_request(headers: Iterable[tuple[str, str]], query: str) -> str:
                       reason="missing_token")
 
 
-def origin_allowed(origin: str | None, host: str | None, secure: bool, allowed: frozenset[str]) -> bool:
-    """Browsers send Origin; the page's own origin (same host as the request) and the allowlist pass.
+def origin_allowed(origin: str | None, host: str | None, secure: bool, allowed: frozenset[str],
+                   listen_host: str) -> bool:
+    """Browsers send Origin; the allowlist passes, and so does the page's own origin (the request's
+    scheme and Host) when that Host names this server in a way no other site can borrow.
 
     A request without Origin is not from a browser page, so there is no page to protect it from.
+    Host alone proves nothing: a page of evil.example whose name is re-pointed at this address
+    (DNS rebinding) sends ``Host: evil.example`` and ``Origin: http://evil.example`` alike.
     """
     if origin is None:
         return True
@@ -112,7 +117,26 @@ def origin_allowed(origin: str | None, host: str | None, secure: bool, allowed: 
     if host is None:
         return False
     own = f"{'https' if secure else 'http'}://{host.lower()}"
-    return origin == own
+    return origin == own and names_this_server(host, listen_host)
+
+
+def names_this_server(host: str, listen_host: str) -> bool:
+    """Whether a Host header can only have been meant for this server: an IP address, ``localhost``,
+    or the name the gateway listens on (``GUARDSTREAM_GATEWAY_HOST``). Any other name must be in
+    ``GUARDSTREAM_GATEWAY_ORIGINS``."""
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    if not name:
+        return False
+    if name in ("localhost", listen_host.lower()):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_origins(raw: str) -> frozenset[str]:

@@ -78,7 +78,7 @@ class Gateway:
         origins = request.headers.get_all("Origin")
         hosts = request.headers.get_all("Host")
         if len(origins) > 1 or not origin_allowed(origins[0] if origins else None, hosts[0] if hosts else None,
-                                                  self.secure, self.origins):
+                                                  self.secure, self.origins, self.settings.gateway_host):
             raise AuthRefused(f"origin {origins} is not allowed", reason="forbidden_origin")
         _, _, query = request.path.partition("?")
         return verify(token_from_request(request.headers.raw_items(), query), self.keys, time.time())

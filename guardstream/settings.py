@@ -270,7 +270,8 @@ class Settings:
     gateway_port: int = _var("GUARDSTREAM_GATEWAY_PORT", _int_range(1, 65535), 8765,
                              "port of the WebSocket gateway and dashboard")
     gateway_origins: str = _var("GUARDSTREAM_GATEWAY_ORIGINS", _text, "",
-                                "browser origins allowed to connect, comma-separated (the dashboard's own: always)")
+                                "browser origins allowed to connect, comma-separated (the dashboard's own: when "
+                                "reached by IP address, localhost or GUARDSTREAM_GATEWAY_HOST)")
     gateway_tls_cert: Path | None = _var("GUARDSTREAM_GATEWAY_TLS_CERT", _optional(_path), None,
                                          "certificate chain (PEM) of the gateway; set with the key for wss:// and https://")
     gateway_tls_key: Path | None = _var("GUARDSTREAM_GATEWAY_TLS_KEY", _optional(_path), None,

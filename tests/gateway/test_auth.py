@@ -129,7 +129,7 @@ ALLOWED = frozenset({"https://ops.example.com"})
 
 @pytest.mark.parametrize(("origin", "host", "secure", "ok"), [
     (None, "gw:8765", False, True),  # not a browser
-    ("http://gw:8765", "gw:8765", False, True),  # the dashboard's own page
+    ("http://gw:8765", "gw:8765", False, True),  # the dashboard's own page, on the name it listens on
     ("https://gw:8765", "gw:8765", True, True),
     ("http://gw:8765", "gw:8765", True, False),  # own host, other scheme
     ("https://ops.example.com", "gw:8765", False, True),  # allowlisted
@@ -138,7 +138,23 @@ ALLOWED = frozenset({"https://ops.example.com"})
     ("https://evil.example", None, False, False),
 ])
 def test_origins(origin, host, secure, ok) -> None:
-    assert origin_allowed(origin, host, secure, ALLOWED) is ok
+    assert origin_allowed(origin, host, secure, ALLOWED, "gw") is ok
+
+
+@pytest.mark.parametrize(("origin", "host", "listen", "ok"), [
+    # DNS rebinding: evil.example re-pointed at this server; Host and Origin agree, and prove nothing
+    ("http://evil.example:8765", "evil.example:8765", "127.0.0.1", False),
+    ("http://evil.example:8765", "evil.example:8765", "0.0.0.0", False),
+    ("http://127.0.0.1:8765", "127.0.0.1:8765", "127.0.0.1", True),
+    ("http://localhost:8765", "localhost:8765", "127.0.0.1", True),
+    ("http://[::1]:8765", "[::1]:8765", "::1", True),
+    ("http://192.168.1.5:8765", "192.168.1.5:8765", "0.0.0.0", True),  # an address: no name to re-point
+    ("http://guards.example:8765", "guards.example:8765", "0.0.0.0", False),  # a name: list it in ORIGINS
+    ("http://guards.example:8765", "guards.example:8765", "guards.example", True),  # the name it listens on
+    ("https://ops.example.com", "evil.example", "0.0.0.0", True),  # allowlisted origins pass as before
+])
+def test_the_page_s_own_origin_passes_only_on_a_host_no_other_site_can_borrow(origin, host, listen, ok) -> None:
+    assert origin_allowed(origin, host, False, ALLOWED, listen) is ok
 
 
 def test_origin_allowlist_parses_and_refuses_non_origins() -> None:
