@@ -251,6 +251,8 @@ class Settings:
                                   "longest wait between write attempts while PostgreSQL is unreachable")
 
     # -- stream worker -----------------------------------------------------------------
+    worker_engine: str = _var("GUARDSTREAM_WORKER_ENGINE", _choice("batch", "faust"), "batch",
+                              "batch (the Kafka client's batches, the faster) or faust (Faust agents)")
     worker_batch_max: int = _var("GUARDSTREAM_WORKER_BATCH_MAX", _int_range(1, 100_000), 2000,
                                  "raw records the stream worker takes per batch, at most")
     worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,

@@ -15,8 +15,14 @@ def _codec(settings: Settings):
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.engine:
+        settings = settings.replace(worker_engine=args.engine)
+    if settings.worker_engine == "faust":
+        from guardstream.streams.faust_engine import run as run_faust
+        return run_faust(settings)
     from guardstream.streams.worker import run
-    return run(Settings.from_env())
+    return run(settings)
 
 
 def cmd_fences_import(args: argparse.Namespace) -> int:
@@ -50,8 +56,10 @@ def cmd_fences_delete(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("worker", help="stream worker: validate, geofences, rules, routing").set_defaults(
-        handler=cmd_worker)
+    worker = sub.add_parser("worker", help="stream worker: validate, geofences, rules, routing")
+    worker.add_argument("--engine", choices=("batch", "faust"),
+                        help="batch (default) or faust agents; overrides GUARDSTREAM_WORKER_ENGINE")
+    worker.set_defaults(handler=cmd_worker)
     fences = sub.add_parser("fences", help="geofences on the compacted geofences topic")
     fences.set_defaults(one_shot=True)
     actions = fences.add_subparsers(dest="action", required=True, metavar="ACTION")

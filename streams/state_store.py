@@ -37,7 +37,7 @@ def parse_key(key: bytes) -> tuple[str, str, str] | None:
 
 
 class StateStore:
-    def __init__(self, settings: Settings, producer: Producer) -> None:
+    def __init__(self, settings: Settings, producer: Producer | None) -> None:
         self.settings = settings
         self.producer = producer
         self.topic = TOPICS.worker_state.name
@@ -71,6 +71,19 @@ class StateStore:
                 self.put(store, device, value, topic, partition, on_delivery)
                 written += 1
         return written
+
+    def take_staged(self) -> list[tuple[bytes, bytes, int]]:
+        """Every staged change as a changelog record (key, value, partition), once per device,
+        for a caller writing with a producer of its own; the staging is emptied."""
+        staged, self._staged = self._staged, set()
+        out = []
+        for store, device in staged:
+            value = self.values[store].get(device)
+            if value is not None:  # None: its partition went to another worker meanwhile
+                topic, partition = self.origin[(store, device)]
+                body = json.dumps(value.to_dict(), separators=(",", ":")).encode()
+                out.append((changelog_key(store, topic, device), body, partition))
+        return out
 
     def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Drop what belongs to partitions no longer assigned (kept ones stay)."""

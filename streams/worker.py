@@ -36,7 +36,7 @@ import logging
 import threading
 import functools
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +44,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from guardstream.catalog import TOPICS
 from guardstream.kafka import consumer_config, produce, producer_config, take_batch
-from guardstream.records import DEAD_LETTER, DEVICE_ALERT
+from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.settings import Settings
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
+from guardstream.streams.outputs import count, out_records, stage_changes
 from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
 from guardstream.streams.rules import Rules, load_rules, silent_devices
@@ -247,19 +247,9 @@ class Worker:
         self._commit_acknowledged(asynchronous=False)
 
     def _write(self, outcome: Outcome, records: list[RawRecord], now: int, batch: InFlight) -> None:
-        for emit in outcome.emits:
-            self._produce(batch, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
-        for rejected in outcome.refused:
-            r, refused = rejected.record, rejected.refused
-            letter, headers = dead_letter("validate", refused.reason, refused.detail,
-                                          Source(r.topic, r.partition, r.offset, r.key), r.value or b"", now)
-            self._produce(batch, TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), r.key, headers)
-        origin = {(r.key or b"").decode("utf-8", "replace"): (r.topic, r.partition) for r in records}
-        for store, changed in (("geofence", outcome.devices), ("rules", outcome.rules)):
-            for device, value in changed.items():
-                topic, partition = origin.get(device) or self.store.origin.get((store, device), (None, None))
-                if topic is not None:
-                    self.store.stage(store, device, value, topic, partition)
+        for out in out_records(outcome, self.codec, now):
+            self._produce(batch, out.topic, out.value, out.key, out.headers)
+        stage_changes(self.store, outcome, records)
 
     def _produce(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None,
                  headers: list | None = None) -> None:
@@ -269,30 +259,7 @@ class Worker:
             batch.remaining += 1
 
     def _count(self, outcome: Outcome, records: list[RawRecord], started: float) -> None:
-        m = self.metrics
-        per_topic: dict[str, int] = defaultdict(int)
-        for record in records:
-            per_topic[record.topic] += 1
-        for topic, count in per_topic.items():
-            m.records_in.labels(topic).inc(count)
-        out_topics: dict[str, int] = defaultdict(int)
-        for emit in outcome.emits:
-            out_topics[emit.topic] += 1
-        for topic, count in out_topics.items():
-            m.records_out.labels(topic).inc(count)
-        for rejected in outcome.refused:
-            m.dead_letters.labels(rejected.refused.reason).inc()
-        m.duplicates.inc(outcome.duplicates)
-        m.transitions.inc(outcome.transitions)
-        m.violations.inc(outcome.violations)
-        m.skipped_fixes.inc(outcome.skipped_fixes)
-        m.batch_size.observe(len(records))
-        m.batch_seconds.observe(time.perf_counter() - started)
-        done_ms = now_ms()
-        for emit in outcome.emits[:: max(1, len(outcome.emits) // 50)]:  # a sample keeps this off the hot path
-            m.latency.labels("received_to_written").observe(max(0, done_ms - emit.value["received_ms"]) / 1000)
-        for store, values in self.store.values.items():
-            m.devices.labels(store).set(len(values))
+        count(self.metrics, self.store, outcome, records, started, now_ms())
 
     def _check_silent(self) -> None:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S

@@ -1,4 +1,6 @@
-"""The stream worker as a real process on tansu: raw records in, events out, state kept across restarts."""
+"""The stream worker as a real process on tansu: raw records in, events out, state kept across restarts.
+
+Every test runs on both engines (``GUARDSTREAM_WORKER_ENGINE``): the same guarantees on each."""
 
 import json
 import signal
@@ -18,6 +20,12 @@ from support.processes import collect, header
 pytestmark = pytest.mark.slow
 HQ = [[13.400, 52.519], [13.410, 52.519], [13.410, 52.523], [13.400, 52.523], [13.400, 52.519]]
 INSIDE, FAR_OUT = (52.521, 13.405), (52.530, 13.430)
+
+
+@pytest.fixture(params=["batch", "faust"])
+def engine(request):
+    """The environment that picks the worker's engine."""
+    return {"GUARDSTREAM_WORKER_ENGINE": request.param}
 
 
 @pytest.fixture
@@ -52,9 +60,9 @@ def _decoded(records):
     return [codec.decode(r.value())[1] for r in records]
 
 
-def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_component, fences, unique):
+def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_component, fences, unique, engine):
     tenant, device = fences, f"g-{unique}"
-    worker = run_component(["worker"], applied)
+    worker = run_component(["worker"], applied, **engine)
     mine = lambda r: r.key() == device.encode()  # noqa: E731
 
     _fix(applied, device, tenant, INSIDE, 1)
@@ -71,7 +79,7 @@ def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_compone
     # the worker goes down hard; its successor must remember the guard is inside
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
-    run_component(["worker"], applied)
+    run_component(["worker"], applied, **engine)
     _fix(applied, device, tenant, FAR_OUT, 3)
     events = _decoded(collect(applied, TOPICS.events_critical.name, mine, 3))
     exits = [e for e in events if e.get("transition") == "EXIT"]
@@ -98,12 +106,13 @@ def _publish_patrols(settings, devices, fixes, tenant, base_s, per_second, done)
     done.set()
 
 
-def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run_component, fences, unique):
+def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run_component, fences, unique,
+                                                                     engine):
     tenant, fixes = fences, 150
     devices = [f"p{i}-{unique}" for i in range(20)]
     mine = lambda r: r.key() is not None and r.key().decode().endswith(unique)  # noqa: E731
     event_id = lambda r: Codec(FileRegistry.load()).decode(r.value())[1]["event_id"]  # noqa: E731
-    worker = run_component(["worker"], applied)
+    worker = run_component(["worker"], applied, **engine)
     done = threading.Event()
     base_s = int(time.time()) - fixes - 60
     threading.Thread(target=_publish_patrols, args=(applied, devices, fixes, tenant, base_s, 1000, done),
@@ -112,7 +121,7 @@ def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
     assert not done.is_set(), "the stream ended before the kill; nothing was tested mid-stream"
-    run_component(["worker"], applied)
+    run_component(["worker"], applied, **engine)
     assert done.wait(60), "publisher did not finish"
 
     total = fixes * len(devices)

@@ -1,0 +1,251 @@
+"""``guardstream worker --engine faust``: the same worker as Faust agents.
+
+A :class:`faust.App` (consumer group ``guardstream-worker``) runs two agents,
+the two lanes of the batch engine: ``alerts`` on raw.alert (small batches,
+no per-device state) and ``bulk`` on the other raw topics. Each agent takes
+batches from its stream (``stream.take_events``, sized like the batch
+engine's) and hands them to the same pure ``pipeline.process``; what it
+returns is written with Faust's producer (``app.producer``).
+
+Delivery guarantee: at least once, as with the batch engine. Each batch's
+events, dead letters and changed per-device state are handed to the producer
+and flushed (every write acknowledged) before the batch's events are acked;
+Faust commits acked offsets every ``broker_commit_interval``, after flushing
+its producer. A crash replays what was processed after the last commit
+against newer state: the same event ids, and the geofence state machine
+ignores fixes it has already applied.
+
+Per-device state is the batch engine's: the ``worker-state`` changelog of the
+catalog (``state_store.py``), read back when partitions are assigned, written
+here with Faust's producer. Not Faust tables: a table is keyed by one topic's
+partitions, while the bulk lane reads five raw topics whose devices share
+state by raw partition; and a table's changelog topic is named by Faust, not
+the catalog. Both engines read and write the same changelog, so a deployment
+can switch engine without losing state.
+
+What differs from the batch engine: both lanes share one consumer (one Faust
+app, one group), so a full bulk stream buffer can hold back raw.alert's
+fetches (the batch engine's lanes have a consumer each); raw.alert's offsets
+live in the group ``guardstream-worker``, not ``guardstream-worker-alerts``;
+Faust's Kafka driver waits up to 1.5 s per fetch (fixed in the driver), so on
+the embedded broker a lone record can wait longer before it is taken; only
+PLAINTEXT brokers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import tempfile
+import time
+from typing import Any
+
+import faust
+
+from guardstream.catalog import TOPICS
+from guardstream.errors import ConfigError
+from guardstream.kafka import session_timeouts
+from guardstream.records import DEVICE_ALERT
+from guardstream.schemas.codec import Codec
+from guardstream.settings import Settings
+from guardstream.streams.fences import FenceFeed
+from guardstream.streams.metrics import WorkerMetrics
+from guardstream.streams.outputs import count, out_records, stage_changes
+from guardstream.streams.pipeline import RawRecord, State, process
+from guardstream.streams.routing import emit_for
+from guardstream.streams.rules import load_rules, silent_devices
+from guardstream.streams.state_store import StateStore
+from guardstream.streams.validation import Policy
+from guardstream.streams.worker import GROUP, SILENT_CHECK_S, Lane, lanes, now_ms, params_from
+
+log = logging.getLogger("guardstream.worker")
+
+# Tuning, measured with bench/stream_worker.py (README "Faust engine"):
+STREAM_BUFFER_MAXSIZE = 16384  # events a stream may hold unprocessed (Faust's default 4096)
+PRODUCER_LINGER_MS = 5  # as the batch engine's producers
+COMMIT_INTERVAL_S = 1.0  # offsets of acked batches (Faust's default 2.8 s): less to replay after a crash
+
+
+def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
+    """The :class:`faust.App` settings from guardstream's (session timeouts as the batch engine's)."""
+    if settings.kafka_security_protocol != "plaintext":
+        raise ConfigError("GUARDSTREAM_KAFKA_SECURITY_PROTOCOL",
+                          "the faust engine speaks PLAINTEXT only: use GUARDSTREAM_WORKER_ENGINE=batch")
+    session_ms, heartbeat_ms = session_timeouts(settings)
+    return {
+        "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap_servers.split(",")],
+        "key_serializer": "raw", "value_serializer": "raw",
+        "broker_session_timeout": session_ms / 1000, "broker_heartbeat_interval": heartbeat_ms / 1000,
+        "broker_commit_interval": COMMIT_INTERVAL_S,
+        "consumer_auto_offset_reset": "earliest",
+        # topics come from the catalog and exist (guardstream topics apply): Faust creates none,
+        # not even its leader-election topic
+        "topic_allow_declare": False, "topic_disable_leader": True,
+        "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
+        "stream_wait_empty": True,  # a rebalance waits for the batch in hand
+        "producer_linger_ms": PRODUCER_LINGER_MS, "producer_acks": -1,
+        "web_enabled": False,  # /metrics, /healthz and /readyz are guardstream's own (observability.serve)
+        "autodiscover": False, "store": "memory://", "datadir": datadir,
+    }
+
+
+def raw_record(event: Any) -> RawRecord:
+    m = event.message
+    return RawRecord(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ()),
+                     int(m.timestamp * 1000))
+
+
+class FaustLane:
+    """One agent's state and its batch step: process, write, flush, count."""
+
+    def __init__(self, app: faust.App, settings: Settings, codec: Codec, metrics: WorkerMetrics, lane: Lane,
+                 fences: FenceFeed) -> None:
+        self.app, self.settings, self.codec, self.metrics, self.lane = app, settings, codec, metrics, lane
+        self.fences = fences
+        self.rules = load_rules(settings.rules_file)
+        self.params = params_from(settings)
+        self.store = StateStore(settings, None)
+        self.state = State(fences=fences.index, devices=self.store.values["geofence"],
+                           rules=self.store.values["rules"])
+        self.assigned: set[tuple[str, int]] = set()
+        self.ready_since: float | None = None
+        self._alerted: dict[str, int] = {}
+        self._failure: BaseException | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.fences.loaded.is_set():
+            return False, "geofences not loaded yet"
+        if self.ready_since is None:
+            return False, "no partitions assigned yet"
+        return True, ""
+
+    async def on_assigned(self, assigned: set[tuple[str, int]]) -> None:
+        mine = {tp for tp in assigned if tp[0] in self.lane.topics}
+        new = mine - self.assigned
+        self.assigned |= new
+        restored = 0
+        if self.lane.stateful and new:
+            restored = await asyncio.get_running_loop().run_in_executor(None, self.store.restore, new)
+        self.ready_since = self.ready_since or time.monotonic()
+        log.info("%s: assigned %d partition(s); restored %d state entries", self.lane.name, len(new), restored)
+
+    def on_revoked(self, revoked: set[tuple[str, int]]) -> None:
+        self.assigned -= revoked
+        self.store.forget(self.assigned)
+
+    async def handle(self, records: list[RawRecord], removed: frozenset[str]) -> None:
+        started = time.perf_counter()
+        self.state.fences = self.fences.index
+        policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
+        outcome = process(records, self.state, policy, self.rules, self.params, removed)
+        producer = self.app.producer
+        for out in out_records(outcome, self.codec, policy.now_ms):
+            self._watch(await producer.send(out.topic, out.key, out.value, None, None, out.headers))
+        stage_changes(self.store, outcome, records)
+        await self._write_staged()
+        # every write of the batch acknowledged before its events are acked (and their offsets committed)
+        await producer.flush()
+        if self._failure is not None:
+            raise self._failure
+        count(self.metrics, self.store, outcome, records, started, now_ms())
+
+    async def _write_staged(self) -> None:
+        for key, value, partition in self.store.take_staged():
+            self._watch(await self.app.producer.send(TOPICS.worker_state.name, key, value, partition, None, None))
+
+    def _watch(self, sent: Any) -> None:
+        sent.add_done_callback(self._sent)
+
+    def _sent(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
+
+    async def check_silent(self) -> None:
+        alerts = silent_devices(self.state.last_seen, now_ms(), self._alerted, self.rules)
+        for alert in alerts:
+            self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
+            emit = emit_for(DEVICE_ALERT, alert)
+            await self.app.producer.send(emit.topic, emit.key.encode(), self.codec.encode(emit.schema, emit.value),
+                                         None, None, None)
+
+
+def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: FenceFeed,
+          datadir: str) -> tuple[faust.App, list[FaustLane]]:
+    """The app, its two agents and the silent-device timer."""
+    app = faust.App(GROUP, **app_config(settings, datadir))
+    alerts, bulk = (FaustLane(app, settings, codec, metrics, lane, fences) for lane in lanes(settings))
+
+    def agent_for(lane: FaustLane, removed_fences: bool) -> None:
+        topic = app.topic(*lane.lane.topics, key_serializer="raw", value_serializer="raw")
+
+        async def run_lane(stream: Any) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, fences.loaded.wait)
+            async for events in stream.take_events(lane.lane.batch_max, lane.lane.wait_s):
+                removed = fences.take_removed() if removed_fences else frozenset()
+                try:
+                    await lane.handle([raw_record(e) for e in events], removed)
+                except Exception:
+                    # take_events acks a batch however its step ends, and Faust commits acked offsets
+                    # on the way down: a failed write leaves at once, committing nothing more
+                    log.exception("%s lane failed", lane.lane.name)
+                    logging.shutdown()
+                    os._exit(1)
+        run_lane.__name__ = f"{lane.lane.name}_lane"
+        app.agent(topic, name=lane.lane.name)(run_lane)
+
+    agent_for(alerts, removed_fences=False)
+    agent_for(bulk, removed_fences=True)  # the lane that keeps the devices exits them from a deleted fence
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: set, **_: Any) -> None:
+        for lane in (alerts, bulk):
+            await lane.on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: set, **_: Any) -> None:
+        for lane in (alerts, bulk):
+            lane.on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    @app.timer(SILENT_CHECK_S)
+    async def silent() -> None:
+        await bulk.check_silent()
+
+    return app, [alerts, bulk]
+
+
+def run(settings: Settings) -> int:
+    from guardstream.observability import all_ready, serve
+    from guardstream.schemas.registry import registry_from_settings
+
+    metrics = WorkerMetrics.create()
+    codec = Codec(registry_from_settings(settings))
+    failed: list[BaseException] = []
+
+    def rebuilt(index: Any, seconds: float) -> None:
+        metrics.fences.set(len(index))
+        metrics.index_rebuild.observe(seconds)
+
+    def fences_failed(exc: BaseException) -> None:  # no worker can run without every fence: stop as on TERM
+        failed.append(exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    fences = FenceFeed(settings, codec, rebuilt)
+    with tempfile.TemporaryDirectory(prefix="guardstream-faust-") as datadir:
+        app, faust_lanes = build(settings, codec, metrics, fences, datadir)
+        ready = all_ready({f"{lane.lane.name} lane": lane.ready for lane in faust_lanes})
+        endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
+            if settings.metrics_port else None
+        fences.start(fences_failed)
+        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exit_:
+            if exit_.code not in (None, 0):
+                failed.append(exit_)
+        finally:
+            fences.stop()
+            if endpoints:
+                endpoints.close()
+    return 1 if failed else 0
