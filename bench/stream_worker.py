@@ -1,13 +1,17 @@
-"""Stream worker throughput beside a bare Faust pass-through agent, in one run.
+"""Both engines of the stream worker beside a bare Faust pass-through agent, in one run.
 
 Starts its own tansu broker, imports N_FENCES geofences (two tenants' worth of
 city blocks and circles), fills raw.guard with N GPS fixes from 1,000 guards
-walking their rounds, then measures:
+walking their rounds, then measures, each on N fixes:
 
 1. a bare Faust agent that forwards each event and awaits each send
    (the per-event path of Faust, doing no work at all);
-2. ``guardstream worker`` (validate + geofence enrichment + rules + routing),
-   events/s from its first to its last record taken in (from its /metrics).
+2. ``guardstream worker --engine batch`` (validate + geofence enrichment + rules + routing);
+3. ``guardstream worker --engine faust`` (the same pipeline as Faust agents), on N more fixes
+   (both engines share the consumer group, so the second starts where the first stopped).
+
+Events/s from the first to the last record taken in (the worker's /metrics), and the
+process's CPU seconds (user + system) per event over the same window.
 
 Run: python bench/stream_worker.py [N] [N_FENCES]
 """
@@ -45,16 +49,18 @@ FAUST_APP = textwrap.dedent('''
                     key_serializer="raw", web_enabled=False, broker_session_timeout=6,
                     broker_heartbeat_interval=1, consumer_auto_offset_reset="earliest", topic_partitions=6)
     src, dst = app.topic(SRC), app.topic(DST)
-    seen = {"n": 0, "t0": None}
+    seen = {"n": 0, "t0": None, "cpu0": 0.0}
 
     @app.agent(src)
     async def forward(stream):
         async for event in stream.events():
             await dst.send(key=event.key, value=event.value)
-            seen["t0"] = seen["t0"] or time.perf_counter()
+            if seen["t0"] is None:
+                seen["t0"], seen["cpu0"] = time.perf_counter(), time.process_time()
             seen["n"] += 1
             if seen["n"] >= N:
-                print(f"RESULT {seen['n'] / (time.perf_counter() - seen['t0']):.0f}", flush=True)
+                cpu = (time.process_time() - seen["cpu0"]) / seen["n"]
+                print(f"RESULT {seen['n'] / (time.perf_counter() - seen['t0']):.0f} {cpu:.9f}", flush=True)
                 os._exit(0)
 
     if __name__ == "__main__":
@@ -83,21 +89,28 @@ def fence_records(count: int, now_ms: int) -> list[dict]:
     return out
 
 
-def fill(settings: Settings, n: int, n_fences: int) -> None:
+def fill_fences(settings: Settings, n_fences: int) -> None:
     codec = Codec(FileRegistry.load())
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20,
-                         "batch.num.messages": 10000, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20})
     now = time.time_ns() // 1_000_000
     for record in fence_records(n_fences, now):
         producer.produce(TOPICS.geofences.name, codec.encode(GEOFENCE, record),
                          record["fence_id"].encode())
+    producer.flush(60)
+
+
+def fill(settings: Settings, start: int, n: int) -> None:
+    """Fixes ``start`` .. ``start + n - 1`` of the guards' walk."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20,
+                         "batch.num.messages": 10000, "partitioner": "murmur2_random"})
+    now = time.time_ns() // 1_000_000
     # 1,000 guards walking at about 1.4 m/s, one fix a second each: how real patrols look
-    rng = random.Random(1)
+    rng = random.Random(1 + start)
     guards = [[52.45 + rng.random() * 0.15, 13.30 + rng.random() * 0.25, rng.random() * 2 * math.pi]
               for _ in range(1000)]
     step = 1.4 / 111_000
     base_s = time.time() - 600
-    for i in range(n):
+    for i in range(start, start + n):
         guard = i % 1000
         lat, lon, heading = guards[guard]
         heading += rng.gauss(0, 0.3)
@@ -119,10 +132,18 @@ def metric(port: int, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
-def bench_worker(settings: Settings, n: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_worker(settings: Settings, n: int, engine: str) -> tuple[float, float]:
+    """(events/s, CPU seconds per event) of ``guardstream worker --engine ENGINE`` over n records."""
     port = free_port()
     env = {**os.environ, **settings.replace(metrics_port=port).as_env()}
-    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "worker"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "worker", "--engine", engine], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def taken() -> float:
@@ -130,16 +151,17 @@ def bench_worker(settings: Settings, n: int) -> float:
                 return metric(port, "guardstream_worker_records_in_total")
             except OSError:
                 return 0.0
-        wait_until(lambda: taken() > 0, 120, "worker start")
-        t0, c0 = time.perf_counter(), taken()
-        wait_until(lambda: taken() >= n, 600, "worker to take every record", interval_s=0.5)
-        return (n - c0) / (time.perf_counter() - t0)
+        wait_until(lambda: taken() > 0, 120, "worker start", interval_s=0.05)
+        t0, c0, cpu0 = time.perf_counter(), taken(), cpu_seconds(process.pid)
+        wait_until(lambda: taken() >= n, 600, "worker to take every record", interval_s=0.2)
+        done = taken() - c0
+        return done / (time.perf_counter() - t0), (cpu_seconds(process.pid) - cpu0) / done
     finally:
         process.terminate()
         process.wait(30)
 
 
-def bench_faust(settings: Settings, n: int) -> float:
+def bench_faust(settings: Settings, n: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp) / "bare.py"
         app.write_text(FAUST_APP)
@@ -150,12 +172,13 @@ def bench_faust(settings: Settings, n: int) -> float:
     for line in (result.stdout + result.stderr).splitlines():
         if "RESULT" in line:
             words = line.split()
-            return float(words[words.index("RESULT") + 1])
+            at = words.index("RESULT")
+            return float(words[at + 1]), float(words[at + 2])
     raise RuntimeError(result.stderr[-2000:])
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
     n_fences = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     port = free_port()
     spec = tansu_spec(port)
@@ -166,13 +189,16 @@ def main() -> None:
         wait_until(lambda: kafka_answers(bootstrap), 30, "tansu")
         settings = Settings.from_env(embedded_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap))
         topics.apply(settings)
-        fill(settings, n, n_fences)
-        print(f"{n:,} GPS fixes from 1,000 guards, {n_fences:,} geofences")
-        faust_rate = bench_faust(settings, n)
-        print(f"bare Faust pass-through agent  {faust_rate:>10,.0f} events/s")
-        worker_rate = bench_worker(settings, n)
-        print(f"guardstream worker (validate + geofence + rules + route) {worker_rate:>10,.0f} events/s")
-        print(f"worker / bare Faust: x{worker_rate / faust_rate:.1f}")
+        fill_fences(settings, n_fences)
+        fill(settings, 0, n)
+        print(f"{n:,} GPS fixes from 1,000 guards per run, {n_fences:,} geofences")
+        rows = [("bare Faust pass-through agent", *bench_faust(settings, n)),
+                ("worker --engine batch", *bench_worker(settings, n, "batch"))]
+        fill(settings, n, n)  # the Faust engine continues where the batch engine committed
+        rows.append(("worker --engine faust", *bench_worker(settings, n, "faust")))
+        bare = rows[0][1]
+        for name, rate, cpu in rows:
+            print(f"{name:<32} {rate:>9,.0f} events/s  {cpu * 1e6:>7,.1f} µs CPU/event  x{rate / bare:.2f} bare")
     finally:
         tansu.terminate()
         tansu.wait(10)

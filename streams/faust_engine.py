@@ -1,6 +1,6 @@
 """``guardstream worker --engine faust``: the same worker as Faust agents.
 
-A :class:`faust.App` (consumer group ``guardstream-worker``) runs two agents,
+A :class:`faust.App` (consumer group ``guardstream-worker-faust``) runs two agents,
 the two lanes of the batch engine: ``alerts`` on raw.alert (small batches,
 no per-device state) and ``bulk`` on the other raw topics. Each agent takes
 batches from its stream (``stream.take_events``, sized like the batch
@@ -25,9 +25,9 @@ can switch engine without losing state.
 
 What differs from the batch engine: both lanes share one consumer (one Faust
 app, one group), so a full bulk stream buffer can hold back raw.alert's
-fetches (the batch engine's lanes have a consumer each); raw.alert's offsets
-live in the group ``guardstream-worker``, not ``guardstream-worker-alerts``;
-Faust's Kafka driver waits up to 1.5 s per fetch (fixed in the driver), so on
+fetches (the batch engine's lanes have a consumer each); its own consumer
+group, which starts where the batch engine's committed when that is further
+on (``continue_from_batch_engine``: run one engine at a time); Faust's Kafka driver waits up to 1.5 s per fetch (fixed in the driver), so on
 the embedded broker a lone record can wait longer before it is taken; only
 PLAINTEXT brokers.
 """
@@ -43,10 +43,11 @@ import time
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer, TopicPartition
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import ConfigError
-from guardstream.kafka import session_timeouts
+from guardstream.kafka import consumer_config, session_timeouts
 from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
@@ -61,6 +62,7 @@ from guardstream.streams.validation import Policy
 from guardstream.streams.worker import GROUP, SILENT_CHECK_S, Lane, lanes, now_ms, params_from
 
 log = logging.getLogger("guardstream.worker")
+FAUST_GROUP = f"{GROUP}-faust"  # not the batch engine's groups: see continue_from_batch_engine
 
 # Tuning, measured with bench/stream_worker.py (README "Faust engine"):
 STREAM_BUFFER_MAXSIZE = 16384  # events a stream may hold unprocessed (Faust's default 4096)
@@ -89,6 +91,41 @@ def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
         "web_enabled": False,  # /metrics, /healthz and /readyz are guardstream's own (observability.serve)
         "autodiscover": False, "store": "memory://", "datadir": datadir,
     }
+
+
+def offsets_ahead(own: dict[tuple[str, int], int], other: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """The committed offsets of the other engine's groups that are ahead of this engine's own."""
+    return {tp: offset for tp, offset in other.items() if offset >= 0 and offset > own.get(tp, -1)}
+
+
+def continue_from_batch_engine(settings: Settings) -> int:
+    """Move this engine's group to where the batch engine's groups committed, where they are ahead.
+
+    The engines cannot share a group: a group's members must speak one protocol (librdkafka's
+    "range" and Faust's "faust"), and the embedded broker keeps a group's protocol even after its
+    last member left. So the Faust engine has its own group, and starts where the engine that
+    ran last stopped (offsets only grow while one engine runs at a time). Returns how many
+    partitions moved."""
+    own_consumer = Consumer(consumer_config(settings, "guardstream-worker-faust-offsets", FAUST_GROUP))
+    try:
+        moved: list[TopicPartition] = []
+        for lane in lanes(settings):
+            metadata = own_consumer.list_topics(timeout=10).topics
+            tps = [TopicPartition(t, p) for t in lane.topics if t in metadata for p in metadata[t].partitions]
+            if not tps:
+                continue
+            batch = Consumer(consumer_config(settings, "guardstream-worker-faust-offsets", lane.group))
+            try:
+                theirs = {(tp.topic, tp.partition): tp.offset for tp in batch.committed(tps, timeout=10)}
+            finally:
+                batch.close()
+            mine = {(tp.topic, tp.partition): tp.offset for tp in own_consumer.committed(tps, timeout=10)}
+            moved += [TopicPartition(t, p, o) for (t, p), o in offsets_ahead(mine, theirs).items()]
+        if moved:
+            own_consumer.commit(offsets=moved, asynchronous=False)
+        return len(moved)
+    finally:
+        own_consumer.close()
 
 
 def raw_record(event: Any) -> RawRecord:
@@ -174,7 +211,7 @@ class FaustLane:
 def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: FenceFeed,
           datadir: str) -> tuple[faust.App, list[FaustLane]]:
     """The app, its two agents and the silent-device timer."""
-    app = faust.App(GROUP, **app_config(settings, datadir))
+    app = faust.App(FAUST_GROUP, **app_config(settings, datadir))
     alerts, bulk = (FaustLane(app, settings, codec, metrics, lane, fences) for lane in lanes(settings))
 
     def agent_for(lane: FaustLane, removed_fences: bool) -> None:
@@ -238,6 +275,8 @@ def run(settings: Settings) -> int:
         endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
             if settings.metrics_port else None
         fences.start(fences_failed)
+        moved = continue_from_batch_engine(settings)
+        log.info("%d partition(s) continue where the batch engine committed", moved)
         worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
         try:
             worker.execute_from_commandline()
