@@ -155,7 +155,10 @@ def bench_worker(settings: Settings, n: int, engine: str) -> tuple[float, float]
         t0, c0, cpu0 = time.perf_counter(), taken(), cpu_seconds(process.pid)
         wait_until(lambda: taken() >= n, 600, "worker to take every record", interval_s=0.2)
         done = taken() - c0
-        return done / (time.perf_counter() - t0), (cpu_seconds(process.pid) - cpu0) / done
+        rate, cpu = done / (time.perf_counter() - t0), (cpu_seconds(process.pid) - cpu0) / done
+        batches = metric(port, "guardstream_worker_batch_records_count")
+        print(f"  ({engine}: {metric(port, 'guardstream_worker_batch_records_sum') / batches:,.0f} records per batch)")
+        return rate, cpu
     finally:
         process.terminate()
         process.wait(30)

@@ -128,6 +128,15 @@ def continue_from_batch_engine(settings: Settings) -> int:
         own_consumer.close()
 
 
+def written(future: asyncio.Future) -> None:
+    """A write's outcome. Retries are the Kafka client's, so a failure here is final: leave at once,
+    before Faust's commit (which awaits this write) can commit the offsets of what it carried."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a write failed: %r; leaving without committing", future.exception())
+        logging.shutdown()
+        os._exit(1)
+
+
 def raw_record(event: Any) -> RawRecord:
     m = event.message
     return RawRecord(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ()),
@@ -149,7 +158,6 @@ class FaustLane:
         self.assigned: set[tuple[str, int]] = set()
         self.ready_since: float | None = None
         self._alerted: dict[str, int] = {}
-        self._failure: BaseException | None = None
 
     def ready(self) -> tuple[bool, str]:
         if not self.fences.loaded.is_set():
@@ -177,27 +185,18 @@ class FaustLane:
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
         outcome = process(records, self.state, policy, self.rules, self.params, removed)
-        producer = self.app.producer
+        send = self.app.producer.send
         for out in out_records(outcome, self.codec, policy.now_ms):
-            self._watch(await producer.send(out.topic, out.key, out.value, None, None, out.headers))
-        stage_changes(self.store, outcome, records)
-        await self._write_staged()
-        # every write of the batch acknowledged before its events are acked (and their offsets committed)
-        await producer.flush()
-        if self._failure is not None:
-            raise self._failure
+            (await send(out.topic, out.key, out.value, None, None, out.headers)).add_done_callback(written)
+        stage_changes(self.store, outcome, records)  # to the changelog at the next commit (CheckpointSensor)
         count(self.metrics, self.store, outcome, records, started, now_ms())
 
-    async def _write_staged(self) -> None:
+    def write_staged(self, state_topic: Any) -> None:
+        """Hand every staged state change to the producer's buffer (Faust's commit flushes it)."""
         for key, value, partition in self.store.take_staged():
-            self._watch(await self.app.producer.send(TOPICS.worker_state.name, key, value, partition, None, None))
-
-    def _watch(self, sent: Any) -> None:
-        sent.add_done_callback(self._sent)
-
-    def _sent(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is not None and self._failure is None:
-            self._failure = future.exception()
+            message = state_topic.as_future_message(key=key, value=value, partition=partition)
+            message.add_done_callback(written)
+            self.app.producer.send_soon(message)
 
     async def check_silent(self) -> None:
         alerts = silent_devices(self.state.last_seen, now_ms(), self._alerted, self.rules)
@@ -206,6 +205,19 @@ class FaustLane:
             emit = emit_for(DEVICE_ALERT, alert)
             await self.app.producer.send(emit.topic, emit.key.encode(), self.codec.encode(emit.schema, emit.value),
                                          None, None, None)
+
+
+class CheckpointSensor(faust.Sensor):
+    """Writes the changed per-device state when Faust begins a commit, so state reaches the
+    changelog once per device per commit, and before the offsets it covers (the commit flushes
+    the producer first): the batch engine's checkpoint, at Faust's commit interval."""
+
+    def __init__(self, lane: FaustLane, state_topic: Any) -> None:
+        super().__init__()
+        self.lane, self.state_topic = lane, state_topic
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        self.lane.write_staged(self.state_topic)
 
 
 def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: FenceFeed,
@@ -244,6 +256,9 @@ def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: Fenc
     async def revoked(sender: Any, revoked: set, **_: Any) -> None:
         for lane in (alerts, bulk):
             lane.on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    app.sensors.add(CheckpointSensor(bulk, app.topic(TOPICS.worker_state.name, key_serializer="raw",
+                                                     value_serializer="raw")))
 
     @app.timer(SILENT_CHECK_S)
     async def silent() -> None:
