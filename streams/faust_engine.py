@@ -7,29 +7,31 @@ batches from its stream (``stream.take_events``, sized like the batch
 engine's) and hands them to the same pure ``pipeline.process``; what it
 returns is written with Faust's producer (``app.producer``).
 
-Delivery guarantee: at least once, as with the batch engine. Each batch's
-events, dead letters and changed per-device state are handed to the producer
-and flushed (every write acknowledged) before the batch's events are acked;
-Faust commits acked offsets every ``broker_commit_interval``, after flushing
-its producer. A crash replays what was processed after the last commit
-against newer state: the same event ids, and the geofence state machine
-ignores fixes it has already applied.
+Delivery guarantee: at least once, as with the batch engine. A batch's events
+and dead letters are handed to the producer before its events are acked; its
+changed per-device state is staged and written when Faust begins a commit
+(``CheckpointSensor``), and Faust's commit flushes the producer (every write
+acknowledged) before it commits the acked offsets. A write that fails for
+good ends the process before that commit (``written``). A crash replays what
+was processed after the last commit against newer state: the same event ids,
+and the geofence state machine ignores fixes it has already applied.
 
 Per-device state is the batch engine's: the ``worker-state`` changelog of the
 catalog (``state_store.py``), read back when partitions are assigned, written
-here with Faust's producer. Not Faust tables: a table is keyed by one topic's
-partitions, while the bulk lane reads five raw topics whose devices share
-state by raw partition; and a table's changelog topic is named by Faust, not
-the catalog. Both engines read and write the same changelog, so a deployment
-can switch engine without losing state.
+here with Faust's producer. Not Faust tables: a table's changelog is a topic
+Faust names and partitions like one source topic, while the bulk lane's state
+comes from five raw topics (the changelog key names the raw topic, the
+partition is the raw record's). Both engines read and write the same
+changelog, so a deployment can switch engine without losing state.
 
-What differs from the batch engine: both lanes share one consumer (one Faust
-app, one group), so a full bulk stream buffer can hold back raw.alert's
-fetches (the batch engine's lanes have a consumer each); its own consumer
-group, which starts where the batch engine's committed when that is further
-on (``continue_from_batch_engine``: run one engine at a time); Faust's Kafka driver waits up to 1.5 s per fetch (fixed in the driver), so on
-the embedded broker a lone record can wait longer before it is taken; only
-PLAINTEXT brokers.
+What differs from the batch engine (README, "Two engines"): both lanes share
+one consumer, so a full bulk stream buffer can hold back raw.alert's fetches;
+the engine has a consumer group of its own, moved at start to where the batch
+engine's groups committed when they are further on (run one engine at a
+time); a batch is what arrived within the wait, not "as soon as one record is
+there"; Faust's Kafka driver waits up to 1.5 s per fetch (fixed in the
+driver), so on the embedded broker a lone record can wait longer before it is
+taken; PLAINTEXT brokers only.
 """
 
 from __future__ import annotations
@@ -67,13 +69,14 @@ FAUST_GROUP = f"{GROUP}-faust"  # not the batch engine's groups: see continue_fr
 # Tuning, measured with bench/stream_worker.py (README "Faust engine"):
 STREAM_BUFFER_MAXSIZE = 16384  # events a stream may hold unprocessed (Faust's default 4096)
 PRODUCER_LINGER_MS = 5  # as the batch engine's producers
-COMMIT_INTERVAL_S = 1.0  # offsets of acked batches (Faust's default 2.8 s): less to replay after a crash
+COMMIT_INTERVAL_S = 1.0
+USE_UVLOOP = True  # when uvloop is installed (the ``faust`` extra)  # offsets of acked batches (Faust's default 2.8 s): less to replay after a crash
 
 
 def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
     """The :class:`faust.App` settings from guardstream's (session timeouts as the batch engine's)."""
     if settings.kafka_security_protocol != "plaintext":
-        raise ConfigError("GUARDSTREAM_KAFKA_SECURITY_PROTOCOL",
+        raise ConfigError("KAFKA_SECURITY_PROTOCOL",
                           "the faust engine speaks PLAINTEXT only: use GUARDSTREAM_WORKER_ENGINE=batch")
     session_ms, heartbeat_ms = session_timeouts(settings)
     return {
@@ -283,6 +286,13 @@ def run(settings: Settings) -> int:
         failed.append(exc)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    if USE_UVLOOP:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     fences = FenceFeed(settings, codec, rebuilt)
     with tempfile.TemporaryDirectory(prefix="guardstream-faust-") as datadir:
         app, faust_lanes = build(settings, codec, metrics, fences, datadir)

@@ -15,7 +15,8 @@ table entries marked ``UntilN`` add one outside fix to it and take their
 
 Only INSIDE and LEAVING memberships are stored; a fence absent from
 ``DeviceState.fences`` is OUTSIDE. ``DeviceState`` round-trips through JSON
-(``to_dict``/``from_dict``) because it lives in a Faust table changelog.
+(``to_dict``/``from_dict``) because it lives in the worker-state changelog topic
+(``state_store.py``), on either engine of the worker.
 """
 
 from __future__ import annotations

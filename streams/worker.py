@@ -22,10 +22,11 @@ topics). A flood of telemetry fills the bulk lane's queues, never the alerts'.
 A lane takes what is already fetched as soon as one record is there, so at low
 load a record does not wait for a batch to fill.
 
-Why not one Faust event at a time: a bare Faust pass-through agent measured
-about 2,100-5,400 events/s on this 2-core machine (``bench/stream_worker.py``);
-its per-event path (an Event object, a queue hop and acknowledgement tracking
-per record) costs more than all the work done here. The worker therefore
+This is the batch engine, the default. ``faust_engine.py`` runs the same pure
+core as Faust agents; ``bench/stream_worker.py`` measures both beside a bare
+Faust pass-through agent, and this engine is the faster (README, "Two engines"):
+Faust's per-event path (an Event object, a queue hop and acknowledgement
+tracking per record) costs more than all the work done here, so this engine
 takes whole batches from the Kafka client and hands them to the pure core
 (``pipeline.process``) in one call.
 """
