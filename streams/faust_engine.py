@@ -45,11 +45,11 @@ import time
 from typing import Any
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import ConfigError
-from guardstream.kafka import consumer_config, session_timeouts
+from guardstream.kafka import consumer_config, error_code, session_timeouts
 from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
@@ -126,7 +126,16 @@ def continue_from_batch_engine(settings: Settings) -> int:
             mine = {(tp.topic, tp.partition): tp.offset for tp in own_consumer.committed(tps, timeout=10)}
             moved += [TopicPartition(t, p, o) for (t, p), o in offsets_ahead(mine, theirs).items()]
         if moved:
-            own_consumer.commit(offsets=moved, asynchronous=False)
+            try:
+                own_consumer.commit(offsets=moved, asynchronous=False)
+            except KafkaException as exc:
+                # only a group without members takes a commit from outside it: a Faust worker
+                # already running has made the move when it started
+                if error_code(exc) not in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
+                                           KafkaError.REBALANCE_IN_PROGRESS):
+                    raise
+                log.info("group %s has members; its offsets stay as they are", FAUST_GROUP)
+                return 0
         return len(moved)
     finally:
         own_consumer.close()
@@ -207,8 +216,9 @@ class FaustLane:
         for alert in alerts:
             self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
             emit = emit_for(DEVICE_ALERT, alert)
-            await self.app.producer.send(emit.topic, emit.key.encode(), self.codec.encode(emit.schema, emit.value),
-                                         None, None, None)
+            sent = await self.app.producer.send(emit.topic, emit.key.encode(),
+                                                self.codec.encode(emit.schema, emit.value), None, None, None)
+            sent.add_done_callback(written)
 
 
 class CheckpointSensor(faust.Sensor):
@@ -261,8 +271,9 @@ def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: Fenc
         for lane in (alerts, bulk):
             lane.on_revoked({(tp.topic, tp.partition) for tp in revoked})
 
-    app.sensors.add(CheckpointSensor(bulk, app.topic(TOPICS.worker_state.name, key_serializer="raw",
-                                                     value_serializer="raw")))
+    state_topic = app.topic(TOPICS.worker_state.name, key_serializer="raw", value_serializer="raw")
+    for lane in (alerts, bulk):  # as the batch engine, each lane checkpoints what it staged
+        app.sensors.add(CheckpointSensor(lane, state_topic))
 
     @app.timer(SILENT_CHECK_S)
     async def silent() -> None:
