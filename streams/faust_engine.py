@@ -92,6 +92,7 @@ def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
         "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
         "stream_wait_empty": True,  # a rebalance waits for the batch in hand
         "producer_linger_ms": PRODUCER_LINGER_MS, "producer_acks": -1,
+        "producer_compression_type": "lz4",  # as every producer of guardstream (kafka.producer_config)
         "web_enabled": False,  # /metrics, /healthz and /readyz are guardstream's own (observability.serve)
         "autodiscover": False, "store": "memory://", "datadir": datadir,
     }

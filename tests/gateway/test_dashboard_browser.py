@@ -86,8 +86,9 @@ def alert_status(database_url: str, alert_id: str) -> str | None:
     return row[0] if row else None
 
 
+@pytest.mark.parametrize("engine", ["batch", "faust"])  # the worker's engines (streams/worker.py, faust_engine.py)
 def test_mqtt_panic_to_dashboard_acknowledge_to_postgresql(page, gateway, applied, run_component, database_url,
-                                                           unique) -> None:
+                                                           unique, engine) -> None:
     from playwright.sync_api import expect
 
     tenant, device = f"e2e{unique}", f"guard-{unique}"
@@ -95,7 +96,7 @@ def test_mqtt_panic_to_dashboard_acknowledge_to_postgresql(page, gateway, applie
     settings = applied.replace(database_url=database_url)
     run_component(["bridge"], settings, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
                   GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}")
-    run_component(["worker"], settings)
+    run_component(["worker"], settings, GUARDSTREAM_WORKER_ENGINE=engine)
     run_component(["sink"], settings, GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
     open_dashboard(page, gateway, tenant)
 
