@@ -153,6 +153,9 @@ class Var:
     doc: str
 
 
+DEFAULT_STATE_DIR = Path(".state")
+
+
 def _var(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"var": Var(env, parse, default, doc)})
 
@@ -193,7 +196,7 @@ class Settings:
     mqtt_client_key: str | None = _var("MQTT_CLIENT_KEY", _optional(_text), None, "client key for MQTT")
     schema_registry_url: str | None = _var("SCHEMA_REGISTRY_URL", _optional(_url("http", "https")), None,
                                            "Confluent-compatible Schema Registry; unset: the registry file in schemas/")
-    state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, Path(".state"),
+    state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, DEFAULT_STATE_DIR,
                            "where the local stack keeps its data, logs and pid files")
     metrics_host: str = _var("GUARDSTREAM_METRICS_HOST", _text, "127.0.0.1",
                              "address the /metrics, /healthz and /readyz endpoints bind to")

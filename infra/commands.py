@@ -97,7 +97,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         supervisor.log("up", "stopping")
         supervisor.stop()
         stack.stop_servers()
+        stack.forget()
         supervisor.log("up", "stopped")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """`export` lines naming the running local stack, for tools that are not guardstream commands."""
+    import shlex
+    from guardstream.local_stack import no_stack_hint, running_stack, state_dir_of
+    state = state_dir_of(os.environ)
+    stack = running_stack(state.resolve())
+    if stack is None:
+        print(f"guardstream: {no_stack_hint(state)}", file=sys.stderr)
+        return 1
+    print(f"# the local stack of `guardstream up` (pid {stack.pid}), state in {state}")
+    print(f"export GUARDSTREAM_STATE_DIR={shlex.quote(str(state.resolve()))}")
+    for name, value in stack.addresses.items():
+        print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
@@ -113,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="also run a simulated fleet of N devices, with the demo fences imported")
     up.add_argument("--rate", type=float, default=100.0, metavar="R",
                     help="messages per second of the simulated fleet (default: 100)")
-    up.set_defaults(handler=cmd_up)
+    up.set_defaults(handler=cmd_up, own_stack_lookup=True)
 
     # one_shot: runs once and exits; its failure is one line, so client retry logs are hidden
     topics = sub.add_parser("topics", help="the topic catalog on the cluster")
@@ -143,6 +160,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     db.set_defaults(one_shot=True)
     db = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     db.add_parser("migrate", help="apply pending SQL migrations").set_defaults(handler=cmd_db_migrate)
+
+    sub.add_parser("env", help="`export` lines with the running local stack's addresses, for other tools").set_defaults(
+        handler=cmd_env, one_shot=True, own_stack_lookup=True)
 
     sub.add_parser("settings", help="show every setting, its variable and value").set_defaults(
         handler=cmd_settings, one_shot=True)

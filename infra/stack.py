@@ -5,7 +5,10 @@ else amqtt) and PostgreSQL (pgserver, data under the state directory) are
 started unless the environment already points at servers of one's own
 (``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
 migrations are applied and every registered component runs as a supervised
-child. Ports are taken free where the defaults are busy.
+child. Ports: the ones picked last time from this state directory (``ports.json``),
+else the defaults, else any free ones; each choice is kept for the next start.
+The running stack's addresses go into ``stack.json`` for the other commands
+(see :mod:`guardstream.local_stack`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from urllib.parse import urlsplit
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
+from guardstream.local_stack import PORTS_FILE, STACK_FILE, remembered_ports, running_stack, stack_doc
 from guardstream.settings import Settings, masked_url
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"kafka": 9092, "mqtt": 1883, "metrics": 9400}
-STACK_FILE = "stack.json"  # under the state directory: the running stack's components and metrics ports
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
@@ -62,6 +65,16 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_
             return
         time.sleep(interval_s)  # polling interval of a condition wait, not a synchronisation
     raise UnavailableError(f"{what} not ready within {timeout_s:.0f}s")
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def tcp_accepts(host: str, port: int) -> bool:
@@ -119,8 +132,15 @@ def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
 
 def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
     """(database URL, stop function) of an embedded PostgreSQL with its data in ``data_dir``."""
-    import pgserver
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    import logging
+    import warnings
+    # initdb's whole transcript is logged at INFO and platformdirs warns about XDG_RUNTIME_DIR:
+    # neither tells the user anything; failures still come through as errors
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'guardstream';")
     if "1 row" not in exists:
         server.psql("CREATE DATABASE guardstream;")
@@ -134,7 +154,19 @@ class Stack:
     settings: Settings
     endpoints: dict[str, str] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)  # settings variable -> value, for stack.json
+    ports: dict[str, int] = field(default_factory=dict)  # what ports.json will remember
+    moved: list[str] = field(default_factory=list)  # remembered ports that were taken, as lines to print
     _stop_postgres: Callable[[], None] | None = None
+
+    def _port(self, name: str, default: int, taken: set[int]) -> int:
+        """The port ``name`` had last time when still free, else ``default`` when free, else any."""
+        remembered = remembered_ports(self.settings.state_dir.resolve()).get(name)
+        port = free_port(remembered or default, taken=taken)
+        if remembered and port != remembered:
+            self.moved.append(f"{name}: port {remembered} (used last time) is taken; now on {port}")
+        self.ports[name] = port
+        return port
 
     def start_servers(self, supervisor: Supervisor, environ: Mapping[str, str]) -> Settings:
         """Start what the environment does not point at; returns settings naming all three."""
@@ -142,14 +174,14 @@ class Stack:
         taken: set[int] = set()
         changes: dict[str, object] = {"profile": "embedded"}
         if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
-            port = free_port(DEFAULT_PORTS["kafka"], taken=taken)
+            port = self._port("kafka", DEFAULT_PORTS["kafka"], taken)
             supervisor.start(tansu_spec(port))
             changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
             self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: data ends with the stack)"
         else:
             self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
         if "MQTT_URL" not in environ:
-            port = free_port(DEFAULT_PORTS["mqtt"], taken=taken)
+            port = self._port("mqtt", DEFAULT_PORTS["mqtt"], taken)
             spec, broker = mqtt_spec(port, state / "mqtt")
             supervisor.start(spec)
             changes["mqtt_url"] = f"mqtt://{LOOPBACK}:{port}"
@@ -165,9 +197,15 @@ class Stack:
         if self.settings.replication_factor is None:
             changes["replication_factor"] = 1
         if "GUARDSTREAM_GATEWAY_PORT" not in environ:
-            # the dashboard's port: the default when free, else any free one (printed in the report)
-            changes["gateway_port"] = free_port(self.settings.gateway_port, taken=taken)
+            # the dashboard's port: last time's or the default when free, else any free one (printed)
+            changes["gateway_port"] = self._port("dashboard", self.settings.gateway_port, taken)
         settings = self.settings.replace(**changes)
+        started = {"kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "mqtt_url": "MQTT_URL",
+                   "database_url": "DATABASE_URL"}
+        env = settings.as_env()
+        self.addresses = {var: env[var] for name, var in started.items() if name in changes}
+        self.addresses.update({var: env[var] for var in ("GUARDSTREAM_PROFILE", "GUARDSTREAM_GATEWAY_HOST",
+                                                         "GUARDSTREAM_GATEWAY_PORT", "GUARDSTREAM_METRICS_HOST")})
         self._wait_ready(settings)
         return settings
 
@@ -180,17 +218,33 @@ class Stack:
                          components: tuple[Component, ...] = COMPONENTS) -> None:
         taken: set[int] = set()
         for component in components:
-            port = free_port(DEFAULT_PORTS["metrics"] + len(self.metrics_ports), taken=taken)
+            port = self._port(f"{component.name} metrics", DEFAULT_PORTS["metrics"] + len(self.metrics_ports),
+                              taken)
             self.metrics_ports[component.name] = port
             env = settings.replace(metrics_port=port).as_env()
             withheld = frozenset() if component.verifies_tokens else TOKEN_KEYS
             supervisor.start(ChildSpec(component.name, [sys.executable, "-m", "guardstream.cli", *component.command],
                                        env=env, withheld=withheld))
-        # `guardstream health` reads where the components' /readyz are while this stack runs
+        # the other commands (`health`, `tail`, `env`, ...) find this stack through these two files
+        from guardstream.infra.ops.state_files import save_json
         state = settings.state_dir.resolve()
-        state.mkdir(parents=True, exist_ok=True)
-        (state / STACK_FILE).write_text(json.dumps({"pid": os.getpid(), "metrics_host": settings.metrics_host,
-                                                    "metrics_ports": self.metrics_ports}, indent=1))
+        save_json(state / STACK_FILE, stack_doc(os.getpid(), self.addresses, settings.metrics_host,
+                                                self.metrics_ports))
+        save_json(state / PORTS_FILE, {**remembered_ports(state), **self.ports})
+
+    def components_ready(self, settings: Settings) -> list[str]:
+        """The components whose /readyz does not answer 200 yet."""
+        host = LOOPBACK if settings.metrics_host in ("0.0.0.0", "::", "") else settings.metrics_host
+        return [name for name, port in self.metrics_ports.items() if not _http_ok(f"http://{host}:{port}/readyz")]
+
+    def forget(self) -> None:
+        """The stack stopped: other commands must no longer find it."""
+        path = self.settings.state_dir.resolve() / STACK_FILE
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass  # nothing of ours to remove
 
     def start_simulator(self, supervisor: Supervisor, settings: Settings, devices: int, rate: float) -> None:
         """Demo fences into the geofences topic when it is empty, then a simulated fleet as a child."""
@@ -210,13 +264,18 @@ class Stack:
 
 
 def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervisor,
-             report: Callable[[Stack, Settings], None], simulate_devices: int = 0,
-             simulate_rate: float = 100.0) -> Stack:
-    """Start servers, apply topics and migrations, start components; ``report`` prints what is where.
+             report: Callable[[Stack, Settings, list[str]], None], simulate_devices: int = 0,
+             simulate_rate: float = 100.0, ready_within_s: float = 60.0) -> Stack:
+    """Start servers, apply topics and migrations, start components, wait for them to be ready;
+    ``report`` prints what is where (and what is not ready yet).
 
     With ``simulate_devices``, a simulated fleet publishes to MQTT too (see :meth:`Stack.start_simulator`).
     """
     from guardstream.infra import migrate, topics
+    already = running_stack(settings.state_dir.resolve())
+    if already is not None:
+        raise GuardstreamError(f"a stack runs from {settings.state_dir} already (pid {already.pid}); stop it, "
+                               "or give this one another GUARDSTREAM_STATE_DIR", reason="stack_running")
     stack = Stack(settings)
     try:
         ready = stack.start_servers(supervisor, environ)
@@ -230,6 +289,20 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
     except GuardstreamError:
         supervisor.stop()
         stack.stop_servers()
+        stack.forget()
         raise
-    report(stack, ready)
+    for line in stack.moved:
+        supervisor.log("up", line)
+    waiting = _wait_components(stack, ready, supervisor, ready_within_s)
+    report(stack, ready, waiting)
     return stack
+
+
+def _wait_components(stack: Stack, settings: Settings, supervisor: Supervisor, timeout_s: float) -> list[str]:
+    """Wait until every component answers /readyz; the ones still not ready after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    waiting = stack.components_ready(settings)
+    while waiting and time.monotonic() < deadline and not supervisor.stopping.is_set():
+        supervisor.stopping.wait(0.2)  # the poll interval of a condition wait; Ctrl-C ends it at once
+        waiting = stack.components_ready(settings)
+    return waiting

@@ -6,6 +6,7 @@ Handlers import their dependencies when they run, so building the parser stays c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -151,7 +152,10 @@ def _print_plan(cp: Checkpoint, resumed: bool) -> None:
 def cmd_health(args: argparse.Namespace) -> int:
     from .checks import exit_code, line
     from .health import all_checks, run
+    from guardstream.local_stack import no_stack_hint, nothing_configured, running_stack
     settings = Settings.from_env()
+    if nothing_configured(os.environ, running_stack(settings.state_dir.resolve())):
+        print(f"guardstream: {no_stack_hint(settings.state_dir)}; checking the defaults", file=sys.stderr)
     results = run(all_checks(settings, args.timeout), args.timeout)
     width = max(len(r.name) for r in results)
     console = None
