@@ -100,7 +100,8 @@ def read_existing(admin: AdminClient, names: list[str], timeout_s: float = 10.0)
 
 
 def replication_factor(settings: Settings, topic: Topic, brokers: int) -> int:
-    wanted = settings.replication_factor or topic.replication_factor
+    # the embedded profile is one broker, whichever command applies the catalog (not only `up`)
+    wanted = settings.replication_factor or (1 if settings.embedded else topic.replication_factor)
     if wanted > brokers:
         raise ConfigError("GUARDSTREAM_REPLICATION_FACTOR",
                           f"{topic.name} wants {wanted} replicas but the cluster has {brokers} broker(s); "
