@@ -101,6 +101,9 @@ def _copy(args: argparse.Namespace) -> int:
     _stop_between_records(stopping)
     result = copy(settings, request, stopping)
     cp = result.checkpoint
+    if cp.extra.get("set_aside"):
+        print(f"replay {cp.id}: an earlier run's checkpoint was of topics recreated since; set aside, "
+              "the range is copied afresh", file=sys.stderr)
     if result.already_done:
         print(f"replay {cp.id}: already finished ({cp.copied} records copied into {cp.into}); "
               f"--restart copies the range again")
@@ -203,6 +206,9 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     outcome = replay(settings, _codec(settings), _selection(args), dry_run=args.dry_run)
     verb = "would re-inject" if args.dry_run else "re-injected"
+    if outcome.set_aside:
+        print(f"dlq {args.stage}: the checkpoint {outcome.checkpoint} was of an earlier incarnation of the "
+              "dead-letter topic (recreated since); set aside")
     total = sum(outcome.sent.values())
     targets = ", ".join(f"{topic} {count}" for topic, count in sorted(outcome.sent.items()))
     print(f"dlq {args.stage}: {verb} {total} dead letter(s){': ' + targets if targets else ''}")

@@ -46,6 +46,24 @@ def test_a_time_range_is_copied_with_keys_headers_and_timestamps(ops_settings, m
     assert len(read_all(ops_settings, into)) == 20
 
 
+def test_a_finished_replay_of_topics_since_recreated_copies_again(ops_settings, make_topic, produce):
+    """The checkpoint names the topic ids it was made against; a recreated topic (same name, new id,
+    offsets from 0 again) is copied afresh instead of being reported as already finished."""
+    source, into = make_topic(raw=True), make_topic(raw=True)
+    produce(source, numbered(0, 10))
+    args = ("replay", "--topic", source, "--from", str(T0_MS), "--into", into)
+    assert "copied 10 records" in run_cli(ops_settings, *args).stdout
+    path = checkpoint_path(ops_settings, CopyRequest(source, into, str(T0_MS)).id)
+    doc = load_json(path)
+    assert doc["done"] and set(doc["extra"]["bound_to"]["topics"]) == {source, into}
+    doc["extra"]["bound_to"]["topics"][source] = "an-earlier-topic-id"
+    save_json(path, doc)
+    again = run_cli(ops_settings, *args)
+    assert again.returncode == 0, again.stderr
+    assert "set aside" in again.stderr and "copied 10 records" in again.stdout
+    assert len(read_all(ops_settings, into)) == 20
+
+
 def test_dry_run_shows_counts_per_partition_and_copies_nothing(ops_settings, make_topic, produce):
     source, into = make_topic(partitions=2, raw=True), make_topic(raw=True)
     produce(source, numbered(0, 20, partitions=2))
