@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from guardstream.settings import Settings
@@ -23,7 +24,9 @@ def cmd_fences_import(args: argparse.Namespace) -> int:
     from guardstream.streams import fence_admin
     settings = Settings.from_env()
     records = fence_admin.import_file(settings, _codec(settings), Path(args.file), args.tenant)
-    print(f"imported {len(records)} fence(s) for tenant {args.tenant}")
+    per_tenant = Counter(record["tenant"] for record in records)
+    print(f"imported {len(records)} fence(s): " + ", ".join(f"{count} for tenant {tenant}"
+                                                            for tenant, count in sorted(per_tenant.items())))
     return 0
 
 
@@ -55,9 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     fences = sub.add_parser("fences", help="geofences on the compacted geofences topic")
     fences.set_defaults(one_shot=True)
     actions = fences.add_subparsers(dest="action", required=True, metavar="ACTION")
-    imp = actions.add_parser("import", help="import a GeoJSON FeatureCollection for a tenant")
+    imp = actions.add_parser("import", help="import a GeoJSON FeatureCollection (each feature's `tenant` "
+                                            "property, else --tenant)")
     imp.add_argument("file")
-    imp.add_argument("--tenant", required=True)
+    imp.add_argument("--tenant", help="tenant of the features whose properties name none")
     imp.set_defaults(handler=cmd_fences_import)
     listing = actions.add_parser("list", help="every live fence")
     listing.add_argument("--tenant")
