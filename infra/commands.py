@@ -27,6 +27,13 @@ def cmd_topics_apply(args: argparse.Namespace) -> int:
     return 1 if any(c.action == "drift" for c in changes) else 0
 
 
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from guardstream.infra import topics
+    change = topics.create_like(_settings(), args.name, args.like)
+    print(change if change is not None else f"topics: {args.name} exists already; left as it is")
+    return 0
+
+
 def cmd_topics_list(args: argparse.Namespace) -> int:
     from guardstream.catalog import TOPICS
     from guardstream.infra import topics
@@ -138,6 +145,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics = topics.add_subparsers(
         dest="action", required=True, metavar="ACTION")
     topics.add_parser("apply", help="create or update topics; report drift").set_defaults(handler=cmd_topics_apply)
+    create = topics.add_parser("create", help="a topic shaped like a catalog topic (a replay target, a copy)")
+    create.add_argument("name")
+    create.add_argument("--like", metavar="TOPIC", help="the catalog topic whose partitions and configs it takes "
+                                                         "(default: NAME's own, when NAME is in the catalog)")
+    create.set_defaults(handler=cmd_topics_create)
     listing = topics.add_parser("list", help="topics with partitions and end offsets")
     listing.add_argument("--catalog", action="store_true", help="show the catalog only, without asking Kafka")
     listing.set_defaults(handler=cmd_topics_list)

@@ -65,6 +65,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if bool(args.into) == bool(args.group):
         raise InputError("name one target: --into TOPIC, or --group G --reset-offsets", reason="bad_arguments")
     if args.group:
+        if args.create:
+            raise InputError("--create makes the --into topic; a group's offsets need no topic made",
+                             reason="bad_arguments")
         if not args.reset_offsets:
             raise InputError("--group moves a group's offsets: add --reset-offsets", reason="bad_arguments")
         if args.to:
@@ -93,6 +96,13 @@ def _copy(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     request = CopyRequest(args.topic, args.into, args.from_time, args.to, args.chunk_size, args.max_rate,
                           args.restart)
+    if args.create and not args.dry_run:
+        from guardstream.infra.topics import create_like
+        from .replay import refuse_target
+        refuse_target(args.topic, args.into)
+        created = create_like(settings, args.into, args.topic)
+        if created is not None:
+            print(f"replay: created {created.topic} like {args.topic}", file=sys.stderr)
     if args.dry_run:
         checkpoint, resumed = plan_copy(settings, request, _now_ms())
         _print_plan(checkpoint, resumed)
@@ -258,6 +268,8 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--to", metavar="TIME", help="copy records stamped before this (default: up to the end "
                                                       "as it is when the replay starts)")
     replay.add_argument("--into", metavar="TOPIC", help="copy into this topic (never the source)")
+    replay.add_argument("--create", action="store_true",
+                        help="create the --into topic shaped like the source (a catalog topic) when it is missing")
     replay.add_argument("--group", metavar="G", help="with --reset-offsets: the consumer group to move")
     replay.add_argument("--reset-offsets", action="store_true", help="move the group's offsets on --topic to --from")
     replay.add_argument("--dry-run", action="store_true", help="show what would be copied or moved, change nothing")
