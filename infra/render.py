@@ -66,6 +66,10 @@ def stack_report(stack: Stack, settings: Settings, waiting: list[str]) -> None:
     console.print("servers", markup=False, highlight=False)
     for name, where in stack.endpoints.items():
         line(name, where)
+    if stack.logs:
+        console.print("server logs", markup=False, highlight=False)
+        for name, path in stack.logs.items():
+            line(name, str(path))
     console.print("components (metrics, health)", markup=False, highlight=False)
     for name, port in stack.metrics_ports.items():
         line(name, f"http://{settings.metrics_host}:{port}/metrics")

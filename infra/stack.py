@@ -157,6 +157,7 @@ class Stack:
     addresses: dict[str, str] = field(default_factory=dict)  # settings variable -> value, for stack.json
     ports: dict[str, int] = field(default_factory=dict)  # what ports.json will remember
     moved: list[str] = field(default_factory=list)  # remembered ports that were taken, as lines to print
+    logs: dict[str, Path] = field(default_factory=dict)  # server -> its log file
     _stop_postgres: Callable[[], None] | None = None
 
     def _port(self, name: str, default: int, taken: set[int]) -> int:
@@ -168,6 +169,13 @@ class Stack:
         self.ports[name] = port
         return port
 
+    def _logged(self, spec: ChildSpec) -> ChildSpec:
+        """A server's own log goes to a file in the state directory: the console is for the pipeline."""
+        from dataclasses import replace
+        path = self.settings.state_dir.resolve() / "logs" / f"{spec.name}.log"
+        self.logs[spec.name] = path
+        return replace(spec, log_file=path)
+
     def start_servers(self, supervisor: Supervisor, environ: Mapping[str, str]) -> Settings:
         """Start what the environment does not point at; returns settings naming all three."""
         state = self.settings.state_dir.resolve()
@@ -175,7 +183,7 @@ class Stack:
         changes: dict[str, object] = {"profile": "embedded"}
         if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
             port = self._port("kafka", DEFAULT_PORTS["kafka"], taken)
-            supervisor.start(tansu_spec(port))
+            supervisor.start(self._logged(tansu_spec(port)))
             changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
             self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: data ends with the stack)"
         else:
@@ -183,7 +191,7 @@ class Stack:
         if "MQTT_URL" not in environ:
             port = self._port("mqtt", DEFAULT_PORTS["mqtt"], taken)
             spec, broker = mqtt_spec(port, state / "mqtt")
-            supervisor.start(spec)
+            supervisor.start(self._logged(spec))
             changes["mqtt_url"] = f"mqtt://{LOOPBACK}:{port}"
             self.endpoints["mqtt"] = f"mqtt://{LOOPBACK}:{port} ({broker})"
         else:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -53,6 +54,7 @@ class ChildSpec:
     restart: bool = True
     withheld: frozenset[str] = frozenset()  # variables kept out of the child's environment, its own or ours
     layer: int = COMPONENTS  # SERVERS stop last; CLIENTS (a simulated fleet) first
+    log_file: Path | None = None  # its output goes here (appended) instead of the console
 
 
 def child_env(parent: Mapping[str, str], spec: ChildSpec) -> dict[str, str]:
@@ -92,13 +94,20 @@ class Supervisor:
         process = subprocess.Popen(
             list(spec.argv), env=child_env(os.environ, spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent, process_group=0)
-        threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
+        threading.Thread(target=self._pump, args=(spec, process), daemon=True).start()
         return process
 
-    def _pump(self, name: str, process: subprocess.Popen) -> None:
+    def _pump(self, spec: ChildSpec, process: subprocess.Popen) -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            self.log(name, line)
+        if spec.log_file is None:
+            for line in process.stdout:
+                self.log(spec.name, line)
+            return
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_file.open("a") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
 
     def start(self, spec: ChildSpec) -> subprocess.Popen:
         process = self._spawn(spec)

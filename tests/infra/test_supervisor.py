@@ -119,3 +119,16 @@ def test_a_withheld_variable_reaches_no_child_whether_ours_or_its_own(tmp_path, 
 
 def test_only_a_component_that_verifies_tokens_is_given_the_token_secret():
     assert [c.name for c in COMPONENTS if c.verifies_tokens] == ["gateway"]
+
+
+def test_a_child_with_a_log_file_writes_there_and_not_to_the_console(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out, backoff=Backoff(base_s=0.05, cap_s=0.1))
+    log = tmp_path / "logs" / "server.log"
+    supervisor.start(ChildSpec("server", [sys.executable, "-c", "print('\\x1b[31mERROR\\x1b[0m noisy'); "
+                                                            "raise SystemExit(4)"], log_file=log))
+    wait_until(lambda: supervisor.tick() or "exited with code 4" in out.getvalue(), 20, "the child to exit")
+    supervisor.stop()
+    wait_until(lambda: log.exists() and "noisy" in log.read_text(), 10, "the log file")
+    assert "noisy" not in out.getvalue()
+    assert "    server | exited with code 4; restarting in" in out.getvalue()
