@@ -204,6 +204,9 @@ class Settings:
                              "port of this component's /metrics endpoint (0: none)")
     log_level: str = _var("GUARDSTREAM_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info",
                           "log level")
+    allow_plaintext: bool = _var("GUARDSTREAM_ALLOW_PLAINTEXT", _bool, False,
+                                 "production profile: let components start over plaintext Kafka, mqtt:// or "
+                                 "a gateway without TLS (logged at start-up); otherwise they refuse")
     tenant_default: str = _var("GUARDSTREAM_DEFAULT_TENANT", _text, "default",
                                "tenant of records that name none")
 
@@ -291,6 +294,9 @@ class Settings:
     gateway_ping_interval_s: float = _var("GUARDSTREAM_GATEWAY_PING_INTERVAL_S", _positive_float, 20.0,
                                           "seconds between keep-alive pings; a client that misses a pong as long "
                                           "is disconnected")
+    gateway_tls_proxy: bool = _var("GUARDSTREAM_GATEWAY_TLS_PROXY", _bool, False,
+                                   "the gateway listens in clear behind a proxy that terminates TLS for it "
+                                   "(production: allowed without a certificate)")
     jwt_secret: Secret = _var("GUARDSTREAM_JWT_SECRET", _secret, Secret(""),
                               "HS256 secret of client tokens (secret); embedded profile: generated when unset")
     jwt_public_key: Path | None = _var("GUARDSTREAM_JWT_PUBLIC_KEY", _optional(_path), None,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardstream.lifecycle import start_guarded
 from guardstream.settings import Settings
+from guardstream.transport import KAFKA, component_settings
 
 if TYPE_CHECKING:
     from guardstream.observability import ReadyCheck
@@ -130,7 +131,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from guardstream.lifecycle import install_stop_handlers
     from guardstream.observability import serve
 
-    settings = Settings.from_env()
+    settings = component_settings(KAFKA)
     sink = build(settings)
     install_stop_handlers(sink.stop.set)
     endpoints = (serve(sink.metrics.registry, readiness(sink), settings.metrics_host, settings.metrics_port)

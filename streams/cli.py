@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from guardstream.settings import Settings
+from guardstream.transport import KAFKA, component_settings
 
 
 def _codec(settings: Settings):
@@ -17,7 +18,7 @@ def _codec(settings: Settings):
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from guardstream.streams.worker import run
-    return run(Settings.from_env())
+    return run(component_settings(KAFKA))
 
 
 def cmd_fences_import(args: argparse.Namespace) -> int:
