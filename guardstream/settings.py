@@ -304,7 +304,8 @@ class Settings:
     jwt_audience: str = _var("GUARDSTREAM_JWT_AUDIENCE", _text, "guardstream",
                              "audience (aud) client tokens must name")
     jwt_issuer: str | None = _var("GUARDSTREAM_JWT_ISSUER", _optional(_text), None,
-                                  "issuer (iss) client tokens must name; unset: any issuer")
+                                  "issuer (iss) client tokens must name; required on the production profile "
+                                  "(embedded, unset: any issuer)")
     jwt_max_lifetime_s: float = _var("GUARDSTREAM_JWT_MAX_LIFETIME_S", _positive_float, 86400.0,
                                      "longest a client token may be valid, from its iat (or nbf) to its exp")
 

@@ -19,7 +19,8 @@ def test_a_production_gateway_serves_the_dashboard_and_the_feed_over_tls(applied
     settings = applied.replace(profile="production", allow_plaintext=True)
     gateway: GatewayProcess = start_gateway(settings, tmp_path / "gateway.log",
                                             GUARDSTREAM_GATEWAY_TLS_CERT=str(cert),
-                                            GUARDSTREAM_GATEWAY_TLS_KEY=str(key))
+                                            GUARDSTREAM_GATEWAY_TLS_KEY=str(key),
+                                            GUARDSTREAM_JWT_ISSUER="https://idp.example")
     try:
         trust = ssl.create_default_context(cafile=str(ca_file))
         with urllib.request.urlopen(f"https://127.0.0.1:{gateway.port}/", context=trust, timeout=10) as page:
@@ -27,7 +28,7 @@ def test_a_production_gateway_serves_the_dashboard_and_the_feed_over_tls(applied
 
         async def feed() -> dict:
             async with connect(f"wss://127.0.0.1:{gateway.port}/ws", ssl=trust, open_timeout=10,
-                               additional_headers={"Authorization": f"Bearer {token()}"}) as conn:
+                               additional_headers={"Authorization": f"Bearer {token(issuer='https://idp.example')}"}) as conn:
                 return await subscribe(conn, ["tenant:acme:alerts"])
         assert asyncio.run(feed())["type"] == "subscribed"
 
