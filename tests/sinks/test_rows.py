@@ -19,7 +19,7 @@ from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETR
                                     AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, latest_geofences,
                                     plan_write, timestamp)
 
-MIGRATION = (EXAMPLES_DIR.parent.parent / "infra" / "migrations" / "0001_initial.sql").read_text()
+MIGRATION = "\n".join(p.read_text() for p in sorted((EXAMPLES_DIR.parent.parent / "infra" / "migrations").glob("*.sql")))
 
 
 def _examples(name: str) -> list[dict]:
