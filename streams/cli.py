@@ -63,7 +63,7 @@ def cmd_devices_import(args: argparse.Namespace) -> int:
         raise InputError(f"{len(problems)} bad row(s) in {path}; nothing written", reason="bad_rows")
     device_admin.write(settings, _codec(settings), records)
     tenants = sorted({r["tenant"] for r in records})
-    emit_table(TOPICS.devices.name, ["tenant", "devices", "disabled"],
+    emit_table(TOPICS.devices.name, ["tenant", "imported", "disabled"],
                [[t, str(sum(r["tenant"] == t for r in records)),
                  str(sum(r["tenant"] == t and not r["enabled"] for r in records))] for t in tenants])
     print(f"imported {len(records)} device(s) for {len(tenants)} tenant(s)")
