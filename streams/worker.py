@@ -299,6 +299,7 @@ class Worker:
             m.latency.labels("received_to_written").observe(max(0, done_ms - emit.value["received_ms"]) / 1000)
         for store, values in self.store.values.items():
             m.devices.labels(store).set(len(values))
+        m.registry_devices.set(len(self.devices.registry.entries))
 
     def _check_silent(self) -> None:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S

@@ -90,7 +90,7 @@ class Outcomes:
 def test_the_registry_decides_the_tenant_and_changes_apply_without_a_restart(applied, run_component, unique):
     acme, globex, guard = f"acme{unique}", f"globex{unique}", f"g-{unique}"
     register(applied, (guard, acme, True))
-    run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter")
+    worker = run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter")
     raw, seen = Raw(applied, unique), Outcomes(applied)
     try:
         def panic(key: str, n: int, **payload) -> str:
@@ -105,6 +105,8 @@ def test_the_registry_decides_the_tenant_and_changes_apply_without_a_restart(app
         assert panic(guard, 3, tenant=globex) == "dead:tenant_mismatch"
         assert panic(guard, 4, client_id=globex) == "dead:tenant_mismatch"
         assert panic(f"stranger-{unique}", 5, tenant=acme) == "dead:unknown_device"
+        assert worker.metric("guardstream_worker_registry_devices") >= 1
+        assert worker.metric("guardstream_worker_dead_letters_total", reason="tenant_mismatch") >= 2
 
         # disabled while the worker runs: its next records are refused, once the worker has read the change
         device_admin.set_enabled(applied, CODEC, guard, False)
