@@ -24,7 +24,7 @@ from guardstream.streams.geofence_state import (
     DeviceState, Fix, GeofenceTransition, Params, ViolationStarted, apply_batch, fence_removed,
 )
 from guardstream.streams.dedup import DedupWindow
-from guardstream.streams.registry import DEVICE_KINDS, NO_TENANT, Registry, tenant_for
+from guardstream.streams.registry import JUDGED_TOPICS, NO_TENANT, Registry, tenant_for
 from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
 from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
@@ -108,15 +108,14 @@ def process(records: Iterable[RawRecord], state: State, policy: Policy, rules: R
         if state.dedup.seen(meta.msg_id, policy.now_ms):
             out.duplicates += 1
             continue
-        kind = kind_for_topic(record.topic)
-        result = validate(kind, record.value or b"", meta, claims)
+        result = validate(kind_for_topic(record.topic), record.value or b"", meta, claims)
         if isinstance(result, Refused):
             out.refused.append(RefusedRecord(record, result))
             continue
         event = result.record
         if registry is not None:
-            tenant = (tenant_for(event["device_id"], event["tenant"] or None, registry) if kind in DEVICE_KINDS
-                      else event["tenant"] or policy.default_tenant)
+            tenant = (tenant_for(event["device_id"], event["tenant"] or None, registry)
+                      if record.topic in JUDGED_TOPICS else event["tenant"] or policy.default_tenant)
             if isinstance(tenant, Refused):
                 out.refused.append(RefusedRecord(record, tenant))
                 continue

@@ -31,8 +31,10 @@ from guardstream.streams.validation import RawKind
 # so an empty one can only mean that the payload named none.
 NO_TENANT = ""
 REASONS = frozenset({"unknown_device", "device_disabled", "tenant_mismatch"})
-# The raw kinds sent by fleet devices, which the registry judges.
+# The raw kinds sent by fleet devices, which the registry judges, and their topics (asked per
+# record: a set of names, whose hashes are cached, not of enum members, whose hash is Python code).
 DEVICE_KINDS = frozenset({RawKind.DEVICE, RawKind.GUARD, RawKind.SENSOR, RawKind.ALERT})
+JUDGED_TOPICS = frozenset(kind.topic.name for kind in DEVICE_KINDS)
 
 
 class Unknown(enum.Enum):
