@@ -8,13 +8,14 @@ the ``devices`` table of PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from confluent_kafka import Producer
 
 from guardstream.catalog import TOPICS
-from guardstream.errors import InputError, UnavailableError
+from guardstream.errors import GuardstreamError, InputError, UnavailableError
 from guardstream.kafka import producer_config
 from guardstream.records import DEVICE, Device, device
 from guardstream.schemas.codec import Codec
@@ -23,6 +24,7 @@ from guardstream.streams.device_import import Problem, parse
 from guardstream.topic_end import latest_values
 
 CLIENT_ID = "guardstream-devices-admin"
+log = logging.getLogger("guardstream.devices")
 
 
 def now_ms() -> int:
@@ -56,9 +58,17 @@ def write(settings: Settings, codec: Codec, records: list[Device]) -> None:
 
 def current(settings: Settings, codec: Codec, timeout_s: float = 30.0) -> dict[str, Device]:
     """Every registered device (the latest record per id); :class:`UnavailableError` when the
-    topic is missing or not read to its end within ``timeout_s``."""
+    topic is missing or not read to its end within ``timeout_s``. A record that does not decode
+    is left out and logged, as the workers leave it out."""
     values = latest_values(settings, TOPICS.devices.name, timeout_s, CLIENT_ID)
-    return {key.decode(): codec.decode(value)[1] for key, value in values.items()}
+    out: dict[str, Device] = {}
+    for key, value in values.items():
+        device_id = key.decode("utf-8", "replace")
+        try:
+            out[device_id] = codec.decode(value)[1]
+        except GuardstreamError as exc:
+            log.error("device %s left out: its record does not decode: %s: %s", device_id, exc.reason, exc.detail)
+    return out
 
 
 def set_enabled(settings: Settings, codec: Codec, device_id: str, enabled: bool) -> Device:
