@@ -144,5 +144,5 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("sink", help="write the priority topics, geofences, dead letters and alert actions "
+    sub.add_parser("sink", help="write the priority topics, geofences, devices, dead letters and alert actions "
                    "to PostgreSQL, exactly once").set_defaults(handler=cmd_sink)

@@ -124,3 +124,11 @@ def test_no_record_leaves_the_batch_core_with_a_tenant_other_than_its_devices(se
         if entry is not None:
             assert entry.enabled and emit.value["tenant"] == entry.tenant
     assert len(out.emits) + len(out.refused) == len(records)
+
+
+def test_every_reason_is_documented():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    payloads, readme = (root / "docs" / "payloads.md").read_text(), (root / "README.md").read_text()
+    for reason in REASONS:
+        assert f"| `{reason}` |" in payloads and f"`{reason}`" in readme, reason
