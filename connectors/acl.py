@@ -92,7 +92,8 @@ def acl_file(rules: tuple[Rule, ...], device_ids: Iterable[str], service_user: s
     readwrite, write = service_grants(rules)
     lines = [f"# {line}" for line in header.splitlines()]
     lines += ["# no topic lines before the first user: anonymous clients get nothing", "",
-              f"user {service_user}", *(f"topic readwrite {f}" for f in readwrite), *(f"topic write {f}" for f in write)]
+              f"user {service_user}", *(f"topic readwrite {f}" for f in readwrite),
+              *(f"topic write {f}" for f in write)]
     users: list[str] = []
     left_out: list[tuple[str, str]] = []
     for device_id in sorted(set(device_ids)):

@@ -19,7 +19,8 @@ from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETR
                                     AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, latest_geofences,
                                     plan_write, timestamp)
 
-MIGRATION = "\n".join(p.read_text() for p in sorted((EXAMPLES_DIR.parent.parent / "infra" / "migrations").glob("*.sql")))
+MIGRATIONS = EXAMPLES_DIR.parent.parent / "infra" / "migrations"
+MIGRATION = "\n".join(path.read_text() for path in sorted(MIGRATIONS.glob("*.sql")))
 
 
 def _examples(name: str) -> list[dict]:

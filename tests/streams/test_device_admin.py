@@ -44,8 +44,8 @@ def test_import_list_disable_enable_through_the_command(environ, capsys, tmp_pat
     code, lines, _ = run(capsys, "devices", "disable", "g1")
     assert code == 0 and lines == [["disabled g1"]]
     code, lines, _ = run(capsys, "devices", "list")
-    assert [row[:5] for row in lines] == [["id", "tenant", "kind", "site", "enabled"], ["g1", "acme", "GUARD", "hq", "no"],
-                                          ["s1", "globex", "SENSOR", "", "no"]]
+    assert [row[:5] for row in lines] == [["id", "tenant", "kind", "site", "enabled"],
+                                          ["g1", "acme", "GUARD", "hq", "no"], ["s1", "globex", "SENSOR", "", "no"]]
     code, lines, _ = run(capsys, "devices", "list", "--tenant", "globex")
     assert [row[0] for row in lines] == ["id", "s1"]
     code, _, err = run(capsys, "devices", "enable", "nobody")

@@ -16,7 +16,8 @@ def test_a_csv_fleet_with_per_row_tenants_and_defaults():
     records, problems = parse(text, "csv", AT)
     assert problems == []
     assert [(r["device_id"], r["tenant"], r["kind"], r["site_id"], r["enabled"]) for r in records] == [
-        ("g1", "acme", "GUARD", "hq", True), ("s1", "globex", "SENSOR", None, False), ("r1", "acme", "DEVICE", None, True)]
+        ("g1", "acme", "GUARD", "hq", True), ("s1", "globex", "SENSOR", None, False),
+        ("r1", "acme", "DEVICE", None, True)]
     assert {r["updated_ms"] for r in records} == {AT}
 
 
