@@ -44,69 +44,78 @@ class Problem:
     detail: str
 
 
+@dataclass(frozen=True)
+class Row:
+    number: int
+    fields: Mapping[str, Any] | None  # None: a JSON element that is not an object
+    surplus: bool = False  # a CSV line with more cells than the header names
+
+
 def parse(text: str, fmt: str, updated_ms: int) -> tuple[list[Device], list[Problem]]:
     """(records, problems) of a fleet file; ``fmt`` is ``csv`` or ``json``."""
     try:
         rows = _csv_rows(text) if fmt == "csv" else _json_rows(text)
-    except ValueError as exc:
-        return [], [Problem(0, "", "not_readable", str(exc))]
+    except (ValueError, csv.Error, RecursionError) as exc:
+        return [], [Problem(0, "", "not_readable", str(exc)[:200])]
     records: list[Device] = []
     problems: list[Problem] = []
     first_row: dict[str, int] = {}
-    for number, row in rows:
-        built = _device(number, row, updated_ms)
+    for row in rows:
+        built = _device(row, updated_ms)
         if isinstance(built, Problem):
             problems.append(built)
             continue
-        seen = first_row.setdefault(built["device_id"], number)
-        if seen != number:
-            problems.append(Problem(number, built["device_id"], "duplicate_id", f"also in row {seen}"))
+        seen = first_row.setdefault(built["device_id"], row.number)
+        if seen != row.number:
+            problems.append(Problem(row.number, built["device_id"], "duplicate_id", f"also in row {seen}"))
             continue
         records.append(built)
     return records, problems
 
 
-def _csv_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text))
+def _csv_rows(text: str) -> list[Row]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames:
         raise ValueError("no header line")
     out = []
-    for row in reader:
-        if not any((v or "").strip() for k, v in row.items() if k is not None):
+    for fields in reader:
+        surplus = fields.pop(None, None)  # DictReader's key for cells past the header
+        if not surplus and not any((v or "").strip() for v in fields.values()):
             continue  # a blank line
-        extra = row.pop(None, None)  # more cells than the header names
-        if extra:
-            row["\x00extra"] = extra
-        out.append((reader.line_num, row))
+        out.append(Row(reader.line_num, fields, bool(surplus)))
     return out
 
 
-def _json_rows(text: str) -> list[tuple[int, dict[str, Any]]]:
+def _json_rows(text: str) -> list[Row]:
     doc = json.loads(text)
     if not isinstance(doc, list):
         raise ValueError("a JSON fleet file is an array of objects")
-    return [(n, row if isinstance(row, dict) else {"\x00not_object": row}) for n, row in enumerate(doc, 1)]
+    return [Row(n, element if isinstance(element, dict) else None) for n, element in enumerate(doc, 1)]
 
 
-def _device(number: int, raw: Mapping[str, Any], updated_ms: int) -> Device | Problem:
+def _device(raw: Row, updated_ms: int) -> Device | Problem:
+    number = raw.number
+    if raw.fields is None:
+        return Problem(number, "", "bad_value", "not a JSON object")
+    named = str(raw.fields.get("device_id") or raw.fields.get("id") or "")
+    if raw.surplus:
+        return Problem(number, named, "unknown_field", "more cells than the header names")
     row: dict[str, Any] = {}
-    for name, value in raw.items():
+    for name, value in raw.fields.items():
+        if not name.strip() and value in (None, ""):
+            continue  # an unnamed, empty column (a spreadsheet's trailing comma)
         key = ALIASES.get(name.strip().lower(), name.strip().lower())
-        if name == "\x00not_object":
-            return Problem(number, "", "bad_value", "not a JSON object")
-        if name == "\x00extra" or key not in FIELDS:
-            what = "more cells than the header names" if name == "\x00extra" else f"unknown field {name!r}"
-            return Problem(number, str(raw.get("device_id") or raw.get("id") or ""), "unknown_field", what)
+        if key not in FIELDS:
+            return Problem(number, named, "unknown_field", f"unknown field {name!r}")
         if isinstance(value, int) and not isinstance(value, bool) and key in ("device_id", "tenant", "site_id"):
             value = str(value)  # the old fleet's integer ids, as the decimal string in its topics
         row[key] = value.strip() if isinstance(value, str) else value
-    device_id = row.get("device_id")
     problem = (_missing(number, row) or _bad_ids(number, row) or _bad_kind(number, row)
                or _bad_enabled(number, row))
     if problem:
         return problem
-    return device(device_id=device_id, tenant=row["tenant"], kind=_kind(row), site_id=row.get("site_id") or None,
-                  enabled=_enabled(row), updated_ms=updated_ms)
+    return device(device_id=row["device_id"], tenant=row["tenant"], kind=_kind(row),
+                  site_id=row.get("site_id") or None, enabled=_enabled(row), updated_ms=updated_ms)
 
 
 def _missing(number: int, row: Mapping[str, Any]) -> Problem | None:

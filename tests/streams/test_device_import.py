@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, strategies as st
 
 from guardstream.streams.device_import import REASONS, parse
 
@@ -61,3 +62,15 @@ def test_duplicates_unknown_columns_and_unreadable_files():
     for text, fmt in (("{", "json"), ('{"device_id": "g1"}', "json"), ("", "csv")):
         _, problems = parse(text, fmt, AT)
         assert [(p.row, p.reason) for p in problems] == [(0, "not_readable")]
+
+
+def test_a_spreadsheets_trailing_empty_column_is_no_field():
+    records, problems = parse("device_id,tenant,\ng1,acme,\n", "csv", AT)
+    assert problems == [] and [r["device_id"] for r in records] == ["g1"]
+
+
+@given(st.text(max_size=300), st.sampled_from(["csv", "json"]))
+def test_any_text_gives_records_or_problems_never_an_exception(text, fmt):
+    records, problems = parse(text, fmt, AT)
+    assert all(p.reason in REASONS for p in problems)
+    assert len({r["device_id"] for r in records}) == len(records)
