@@ -29,6 +29,7 @@ from typing import TypedDict
 ALERT_ACTION = "guardstream.AlertAction"
 COMMAND_OUTCOME = "guardstream.CommandOutcome"
 DEAD_LETTER = "guardstream.DeadLetter"
+DEVICE = "guardstream.Device"
 DEVICE_ALERT = "guardstream.DeviceAlert"
 DEVICE_COMMAND = "guardstream.DeviceCommand"
 GEOFENCE = "guardstream.Geofence"
@@ -173,7 +174,7 @@ def geofence_event(*, event_id: str, tenant: str, device_id: str, ts_ms: int, re
             "lat": lat, "lon": lon, "dwell_ms": dwell_ms, "cause": cause}
 
 
-# -- geofences, operators' actions, device commands -----------------------------------------
+# -- geofences, the device registry, operators' actions, device commands -----------------------
 
 class Geofence(TypedDict):
     fence_id: str
@@ -189,6 +190,21 @@ def geofence(*, fence_id: str, tenant: str, name: str, kind: str, geometry: str,
              updated_ms: int) -> Geofence:
     return {"fence_id": fence_id, "tenant": tenant, "name": name, "kind": kind, "geometry": geometry,
             "radius_m": radius_m, "updated_ms": updated_ms}
+
+
+class Device(TypedDict):
+    device_id: str
+    tenant: str
+    kind: str  # enum DeviceKind
+    site_id: str | None
+    enabled: bool
+    updated_ms: int
+
+
+def device(*, device_id: str, tenant: str, kind: str, site_id: str | None = None, enabled: bool = True,
+           updated_ms: int) -> Device:
+    return {"device_id": device_id, "tenant": tenant, "kind": kind, "site_id": site_id, "enabled": enabled,
+            "updated_ms": updated_ms}
 
 
 class AlertAction(TypedDict):

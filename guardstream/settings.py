@@ -209,6 +209,11 @@ class Settings:
                                  "a gateway without TLS (logged at start-up); otherwise they refuse")
     tenant_default: str = _var("GUARDSTREAM_DEFAULT_TENANT", _text, "default",
                                "tenant of records that name none")
+    unknown_devices: str | None = _var("GUARDSTREAM_UNKNOWN_DEVICES",
+                                       _optional(_choice("dead_letter", "default_tenant")), None,
+                                       "records of a device missing from the registry: dead_letter "
+                                       "(unknown_device) or default_tenant (default: dead_letter; embedded: "
+                                       "default_tenant)")
 
     # -- connectors ------------------------------------------------------------------
     mqtt_protocol: str = _var("GUARDSTREAM_MQTT_PROTOCOL", _choice("5", "3.1.1"), "5",
@@ -230,6 +235,9 @@ class Settings:
                                  "request (throughput against latency; alerts never wait)")
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
+    mqtt_auth: bool = _var("GUARDSTREAM_MQTT_AUTH", _bool, False,
+                           "local stack: mosquitto with passwords and an ACL from the device registry "
+                           "(`guardstream mqtt acl`)")
 
     # -- lag exporter ----------------------------------------------------------------
     lag_interval_s: float | None = _var("GUARDSTREAM_LAG_INTERVAL_S", _optional(_positive_float), None,
@@ -343,6 +351,15 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.profile == "embedded"
+
+    @property
+    def unknown_device_policy(self) -> str:
+        """What becomes of a device the registry does not know. The local stack and the demo fleet
+        start without a registry, so there its records keep the payload's (or the default) tenant;
+        in production a device must be registered before it may speak."""
+        if self.unknown_devices is not None:
+            return self.unknown_devices
+        return "default_tenant" if self.embedded else "dead_letter"
 
     @property
     def partition_cap(self) -> int | None:

@@ -131,6 +131,34 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mqtt_acl(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from guardstream.console import emit_table
+    from guardstream.infra import mqtt_auth
+    from guardstream.schemas.codec import Codec
+    from guardstream.schemas.registry import registry_from_settings
+    from guardstream.streams import device_admin
+    settings = _settings()
+    user, password = mqtt_auth.service_user_of(settings, args.service_user)
+    registry = device_admin.current(settings, Codec(registry_from_settings(settings)))
+    out = Path(args.out) if args.out else mqtt_auth.auth_dir(settings)
+    report = mqtt_auth.write_files(out, registry, settings.bridge_rules, user, password)
+    print(f"{report.acl}: {report.devices} device(s) and the service user {user}")
+    if report.passwd is None:
+        print("mosquitto_passwd not found: no password file written; provision the devices' credentials "
+              "yourself (README: Locking the broker down)")
+    else:
+        print(f"{report.passwd}: {len(report.added)} device(s) added, {len(report.removed)} removed")
+    if report.credentials:
+        print(f"{report.credentials}: the new passwords, once (mode 0600): hand them to the devices, then delete it")
+    if report.refused:
+        emit_table("devices left without MQTT access", ["device_id", "why"], [list(r) for r in report.refused])
+    if args.reload:
+        print(f"mosquitto (pid {mqtt_auth.reload_broker(settings)}) reloads both files")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run the whole pipeline locally (embedded Kafka, MQTT, PostgreSQL)")
     up.add_argument("--simulate", type=int, default=0, metavar="N",
@@ -178,3 +206,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sub.add_parser("settings", help="show every setting, its variable and value").set_defaults(
         handler=cmd_settings, one_shot=True)
+
+    mqtt = sub.add_parser("mqtt", help="the MQTT broker's access control")
+    mqtt.set_defaults(one_shot=True)
+    mqtt = mqtt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    acl = mqtt.add_parser("acl", help="write mosquitto's ACL and password files from the device registry")
+    acl.add_argument("--out", help="folder of the files (default: GUARDSTREAM_STATE_DIR/mqtt/auth, the local stack's)")
+    acl.add_argument("--service-user", help="user of the bridge and the command relay (default: MQTT_URL's user, "
+                     "else guardstream)")
+    acl.add_argument("--reload", action="store_true", help="then make the local stack's mosquitto read them (SIGHUP)")
+    acl.set_defaults(handler=cmd_mqtt_acl)

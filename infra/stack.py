@@ -13,6 +13,7 @@ The running stack's addresses go into ``stack.json`` for the other commands
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from guardstream.errors import GuardstreamError, UnavailableError
+from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
 from guardstream.local_stack import PORTS_FILE, STACK_FILE, remembered_ports, running_stack, stack_doc
@@ -112,17 +113,27 @@ def tansu_spec(port: int) -> ChildSpec:
 MOSQUITTO_TUNING = Path(__file__).resolve().parent / "mosquitto" / "conf.d" / "guardstream.conf"
 
 
-def mqtt_spec(port: int, state_dir: Path) -> tuple[ChildSpec, str]:
-    """(process to run, broker name): mosquitto when installed, amqtt otherwise."""
+def mqtt_spec(port: int, state_dir: Path, auth: Path | None = None) -> tuple[ChildSpec, str]:
+    """(process to run, broker name): mosquitto when installed, amqtt otherwise. With ``auth`` (a
+    folder holding ``passwd`` and ``acl``, from ``guardstream mqtt acl``) mosquitto refuses anonymous
+    clients and keeps each user to its ACL; it reads both again on SIGHUP (its pid is in
+    ``mosquitto.pid`` beside its configuration)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     mosquitto = shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
     if mosquitto:
+        # the files are private to whoever runs the stack: mosquitto stays that user (started as
+        # root it would otherwise switch to the mosquitto user, which cannot read them)
+        access = (f"allow_anonymous false\npassword_file {auth / 'passwd'}\nacl_file {auth / 'acl'}\n"
+                  f"user {getpass.getuser()}\npid_file {state_dir / 'mosquitto.pid'}\n" if auth
+                  else "allow_anonymous true\n")
         conf = state_dir / "mosquitto.conf"
         conf.write_text(
-            f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n"
+            f"listener {port} {LOOPBACK}\n{access}persistence false\n"
             "log_dest stdout\nlog_type error\nlog_type warning\n" + MOSQUITTO_TUNING.read_text())
         return ChildSpec("mqtt", [mosquitto, "-c", str(conf)], layer=SERVERS), "mosquitto"
+    if auth:
+        raise ConfigError("GUARDSTREAM_MQTT_AUTH", "needs mosquitto on PATH (amqtt takes no ACL file)")
     conf = state_dir / "amqtt.yaml"
     conf.write_text(f"listeners:\n  default:\n    type: tcp\n    bind: {LOOPBACK}:{port}\n"
                     "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
@@ -190,10 +201,11 @@ class Stack:
             self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
         if "MQTT_URL" not in environ:
             port = self._port("mqtt", DEFAULT_PORTS["mqtt"], taken)
-            spec, broker = mqtt_spec(port, state / "mqtt")
+            credentials = self._mqtt_auth(supervisor, changes) if self.settings.mqtt_auth else ""
+            spec, broker = mqtt_spec(port, state / "mqtt", state / "mqtt" / "auth" if credentials else None)
             supervisor.start(self._logged(spec))
-            changes["mqtt_url"] = f"mqtt://{LOOPBACK}:{port}"
-            self.endpoints["mqtt"] = f"mqtt://{LOOPBACK}:{port} ({broker})"
+            changes["mqtt_url"] = f"mqtt://{credentials}{LOOPBACK}:{port}"
+            self.endpoints["mqtt"] = f"{masked_url(changes['mqtt_url'])} ({broker}{', ACL' if credentials else ''})"
         else:
             self.endpoints["mqtt"] = f"{masked_url(self.settings.mqtt_url)} (yours)"
         if "DATABASE_URL" not in environ:
@@ -217,6 +229,30 @@ class Stack:
         self._wait_ready(settings)
         return settings
 
+    def _mqtt_auth(self, supervisor: Supervisor, changes: Mapping[str, object]) -> str:
+        """Password and ACL files from the registry (read from Kafka, so Kafka first); the
+        ``user:password@`` of the service user, with a password new at every start."""
+        import secrets
+
+        from guardstream.infra import mqtt_auth
+        from guardstream.schemas.codec import Codec
+        from guardstream.schemas.registry import registry_from_settings
+        from guardstream.streams import device_admin
+        settings = self.settings.replace(**changes)
+        wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
+        try:
+            registry = device_admin.current(settings, Codec(registry_from_settings(settings)), timeout_s=10)
+        except UnavailableError as exc:  # a new broker has no registry yet: the service user alone
+            supervisor.log("up", f"MQTT ACL without devices: {exc.detail}")
+            registry = {}
+        password = secrets.token_urlsafe(18)
+        user = mqtt_auth.DEFAULT_SERVICE_USER
+        report = mqtt_auth.write_files(mqtt_auth.auth_dir(settings), registry, settings.bridge_rules, user, password)
+        if report.passwd is None:
+            raise ConfigError("GUARDSTREAM_MQTT_AUTH", "needs mosquitto_passwd on PATH")
+        supervisor.log("up", f"MQTT ACL: {report.devices} device(s) from the registry, in {report.acl.parent}")
+        return f"{user}:{password}@"
+
     def _wait_ready(self, settings: Settings) -> None:
         wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
         mqtt = urlsplit(settings.mqtt_url)
@@ -238,6 +274,7 @@ class Stack:
         state = settings.state_dir.resolve()
         save_json(state / STACK_FILE, stack_doc(os.getpid(), self.addresses, settings.metrics_host,
                                                 self.metrics_ports))
+        (state / STACK_FILE).chmod(0o600)  # with GUARDSTREAM_MQTT_AUTH=on its MQTT_URL holds the service password
         save_json(state / PORTS_FILE, {**remembered_ports(state), **self.ports})
 
     def components_ready(self, settings: Settings) -> list[str]:

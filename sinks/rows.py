@@ -72,6 +72,11 @@ GEOFENCES = Table(TOPICS.geofences.name,
                   (("fence_id", "text"), ("tenant", "text"), ("name", "text"), ("kind", "text"), ("geometry", "jsonb"),
                    ("radius_m", "float8"), ("updated_ms", "int8"), ("deleted", "bool")),
                   ("fence_id",))
+# The devices table materialises the compacted topic of the same name (the device registry).
+DEVICES = Table(TOPICS.devices.name,
+                (("device_id", "text"), ("tenant", "text"), ("kind", "text"), ("site_id", "text"),
+                 ("enabled", "bool"), ("updated_ms", "int8")),
+                ("device_id",))
 DEAD_LETTERS = Table("dead_letters", (("dlq_topic", "text"), ("dlq_partition", "int4"), ("dlq_offset", "int8"),
                                       ("stage", "text"), ("reason", "text"), ("detail", "text"),
                                       ("source_topic", "text"), ("source_partition", "int4"),
@@ -81,7 +86,7 @@ DEAD_LETTERS = Table("dead_letters", (("dlq_topic", "text"), ("dlq_partition", "
 
 # The tables written with COPY + INSERT ... ON CONFLICT, in the order a batch writes them.
 TABLES: tuple[Table, ...] = (DEVICE_ALERTS, GEOFENCE_EVENTS, GUARD_POSITIONS, SENSOR_READINGS, DEVICE_TELEMETRY,
-                             SYSTEM_HEALTH, GEOFENCES, DEAD_LETTERS)
+                             SYSTEM_HEALTH, GEOFENCES, DEVICES, DEAD_LETTERS)
 
 
 # -- what a record becomes -------------------------------------------------------------
@@ -105,6 +110,17 @@ class GeofenceTombstone:
 
 
 @dataclass(frozen=True)
+class DeviceUpsert:
+    device_id: str
+    row: tuple[Any, ...]  # a DEVICES row
+
+
+@dataclass(frozen=True)
+class DeviceTombstone:
+    device_id: str
+
+
+@dataclass(frozen=True)
 class AlertStatusChange:
     """An operator's action on an alert, as the columns it sets."""
     action_id: str
@@ -118,7 +134,7 @@ class AlertStatusChange:
 
 
 # A record the sink cannot write is Refused: it becomes a dead letter with that reason code.
-Write = InsertRow | GeofenceUpsert | GeofenceTombstone | AlertStatusChange | Refused
+Write = InsertRow | GeofenceUpsert | GeofenceTombstone | DeviceUpsert | DeviceTombstone | AlertStatusChange | Refused
 
 
 def timestamp(ms: int) -> datetime:
@@ -182,6 +198,10 @@ def geofence_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return (r["fence_id"], r["tenant"], r["name"], r["kind"], geometry, r.get("radius_m"), r["updated_ms"], False)
 
 
+def device_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["device_id"], r["tenant"], r["kind"], r.get("site_id"), bool(r["enabled"]), r["updated_ms"])
+
+
 def alert_status_change(r: Mapping[str, Any]) -> AlertStatusChange:
     status = ACTION_STATUS.get(r["action"])
     if status is None:
@@ -220,12 +240,16 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
     if record is None:
         if topic == TOPICS.geofences.name and key and b"\x00" not in key:
             return GeofenceTombstone(key.decode("utf-8", "replace"))
+        if topic == TOPICS.devices.name and key and b"\x00" not in key:
+            return DeviceTombstone(key.decode("utf-8", "replace"))
         return Refused("empty_value", f"record without a value on {topic}")
     expected = _expected_record(topic)
     if expected is not None and full_name != expected:
         return Refused("unexpected_record", f"{full_name} on {topic}, which carries {expected}")
     if topic == TOPICS.geofences.name:
         return GeofenceUpsert(record["fence_id"], geofence_row(record))
+    if topic == TOPICS.devices.name:
+        return DeviceUpsert(record["device_id"], device_row(record))
     if topic == TOPICS.alerts_actions.name:
         return alert_status_change(record)
     if topic in DEAD_LETTER_TOPICS:
@@ -240,6 +264,8 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
 def _expected_record(topic: str) -> str | None:
     if topic == TOPICS.geofences.name:
         return records.GEOFENCE
+    if topic == TOPICS.devices.name:
+        return records.DEVICE
     if topic == TOPICS.alerts_actions.name:
         return records.ALERT_ACTION
     if topic in DEAD_LETTER_TOPICS:
@@ -264,4 +290,17 @@ def latest_geofences(writes: Sequence[tuple[K, FenceWrite]]) -> list[tuple[K, Fe
         if isinstance(write, GeofenceTombstone) and before is not None and isinstance(before[1], GeofenceUpsert):
             write = GeofenceUpsert(write.fence_id, before[1].row[:-1] + (True,))
         last[write.fence_id] = (ref, write)
+    return list(last.values())
+
+
+DeviceWrite = DeviceUpsert | DeviceTombstone
+
+
+def latest_devices(writes: Sequence[tuple[K, DeviceWrite]]) -> list[tuple[K, DeviceWrite]]:
+    """A batch's net effect on the devices table: the last write per device, in the order of last writes
+    (one INSERT ... ON CONFLICT DO UPDATE cannot touch a row twice)."""
+    last: dict[str, tuple[K, DeviceWrite]] = {}
+    for ref, write in writes:
+        last.pop(write.device_id, None)
+        last[write.device_id] = (ref, write)
     return list(last.values())

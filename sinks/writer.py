@@ -4,8 +4,9 @@ Rows of each table are COPY'd into a temporary staging table and moved with
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so writing a batch twice (a
 replay after a crash between the database commit and the Kafka offset commit)
 inserts nothing the second time. Geofences are upserted (last write per fence
-wins; a tombstone sets ``deleted``), alert actions update the alert only when
-they are newer than its current state.
+wins; a tombstone sets ``deleted``), and so are devices (an older version never
+replaces a newer one; a tombstone deletes the row); alert actions update the
+alert only when they are newer than its current state.
 
 When the database refuses a row (a CHECK constraint, a bad value), the
 statement is retried in halves under savepoints until the refused records are
@@ -34,8 +35,9 @@ from psycopg import sql
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.refusal import Refused
 from guardstream.sinks.batching import isolate_failures
-from guardstream.sinks.rows import (DEVICE_ALERTS, GEOFENCES, TABLES, AlertStatusChange, GeofenceTombstone,
-                                    GeofenceUpsert, InsertRow, Table, Write, latest_geofences)
+from guardstream.sinks.rows import (DEVICE_ALERTS, DEVICES, GEOFENCES, TABLES, AlertStatusChange, DeviceTombstone,
+                                    DeviceUpsert, GeofenceTombstone, GeofenceUpsert, InsertRow, Table, Write,
+                                    latest_devices, latest_geofences)
 
 R = TypeVar("R")  # what the caller uses to find a record again (its Kafka coordinates)
 
@@ -126,11 +128,13 @@ def _stage_name(table: Table) -> sql.Identifier:
 def _move_statement(table: Table) -> sql.Composed:
     cols = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.conflict))
-    if table is GEOFENCES:
+    if table is GEOFENCES or table is DEVICES:
         updated = [c for c in table.column_names if c not in table.conflict]
         action = sql.SQL("DO UPDATE SET ({}) = ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, updated)),
             sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in updated))
+        if table is DEVICES:  # a replayed older version never rolls a device back
+            action = sql.SQL("{} WHERE {}.updated_ms <= EXCLUDED.updated_ms").format(action, sql.Identifier(table.name))
     else:
         action = sql.SQL("DO NOTHING")
     # DELETE ... RETURNING empties the staging table in the statement that moves its rows, so the
@@ -254,12 +258,15 @@ class BatchWriter(Generic[R]):
         result: WriteResult[R] = WriteResult()
         rows: dict[str, list[tuple[R, tuple[Any, ...]]]] = {}
         fences: list[tuple[R, GeofenceUpsert | GeofenceTombstone]] = []
+        devices: list[tuple[R, DeviceUpsert | DeviceTombstone]] = []
         actions: list[tuple[R, AlertStatusChange]] = []
         for ref, write in items:
             if isinstance(write, InsertRow):
                 rows.setdefault(write.table.name, []).append((ref, write.row))
             elif isinstance(write, (GeofenceUpsert, GeofenceTombstone)):
                 fences.append((ref, write))
+            elif isinstance(write, (DeviceUpsert, DeviceTombstone)):
+                devices.append((ref, write))
             elif isinstance(write, AlertStatusChange):
                 actions.append((ref, write))
             else:
@@ -269,6 +276,8 @@ class BatchWriter(Generic[R]):
                 self._insert(conn, table, rows[table.name], result)
         if fences:
             self._geofences(conn, fences, result)
+        if devices:
+            self._devices(conn, devices, result)
         if result.written[DEVICE_ALERTS.name]:
             self._drain_pending_actions(conn, result)
         if actions:
@@ -322,6 +331,17 @@ class BatchWriter(Generic[R]):
             cur = conn.execute("UPDATE geofences SET deleted = true WHERE fence_id = ANY(%s) AND NOT deleted",
                                (deleted,))
             result.written[GEOFENCES.name] += cur.rowcount
+
+    def _devices(self, conn: psycopg.Connection, devices: list[tuple[R, DeviceUpsert | DeviceTombstone]],
+                 result: WriteResult[R]) -> None:
+        latest = latest_devices(devices)
+        upserts = [(ref, w.row) for ref, w in latest if isinstance(w, DeviceUpsert)]
+        forgotten = [w.device_id for _, w in latest if isinstance(w, DeviceTombstone)]
+        if upserts:
+            self._insert(conn, DEVICES, upserts, result)
+        if forgotten:
+            cur = conn.execute("DELETE FROM devices WHERE device_id = ANY(%s)", (forgotten,))
+            result.written[DEVICES.name] += cur.rowcount
 
     def _drain_pending_actions(self, conn: psycopg.Connection, result: WriteResult[R]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ALERT_LOCK,))

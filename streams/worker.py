@@ -48,6 +48,7 @@ from guardstream.records import DEAD_LETTER, DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.settings import Settings
+from guardstream.streams.device_feed import DeviceFeed
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
@@ -110,7 +111,7 @@ class Worker:
     """One lane: a consumer group, its producer, and the state of the partitions it owns."""
 
     def __init__(self, settings: Settings, codec: Codec, metrics: WorkerMetrics, lane: Lane, fences: FenceFeed,
-                 stopping: threading.Event, rules: Rules | None = None) -> None:
+                 devices: DeviceFeed, stopping: threading.Event, rules: Rules | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.metrics = metrics
@@ -125,6 +126,7 @@ class Worker:
             "queued.max.messages.kbytes": 65536}))
         self.store = StateStore(settings, self.producer)
         self.fences = fences
+        self.devices = devices
         self.state = State(fences=fences.index, devices=self.store.values["geofence"],
                            rules=self.store.values["rules"])
         self._alerted: dict[str, int] = {}
@@ -138,6 +140,8 @@ class Worker:
     def ready(self) -> tuple[bool, str]:
         if not self.fences.loaded.is_set():
             return False, "geofences not loaded yet"
+        if not self.devices.loaded.is_set():
+            return False, "device registry not loaded yet"
         if self.ready_since is None:
             return False, "no partitions assigned yet"
         return True, ""
@@ -159,9 +163,10 @@ class Worker:
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self.fences.loaded.wait(1.0):
-            if self.stopping.is_set():
-                return
+        for feed in (self.fences, self.devices):
+            while not feed.loaded.wait(1.0):
+                if self.stopping.is_set():
+                    return
         self.consumer.subscribe(list(self.lane.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
@@ -196,7 +201,8 @@ class Worker:
         started = time.perf_counter()
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
-        outcome = process(records, self.state, policy, self.rules, self.params, self.fences.take_removed())
+        outcome = process(records, self.state, policy, self.rules, self.params, self.fences.take_removed(),
+                          self.devices.registry)
         for tp in _next_offsets(records):
             key = (tp.topic, tp.partition)
             self._uncommitted[key] = max(self._uncommitted.get(key, 0), tp.offset)
@@ -293,6 +299,7 @@ class Worker:
             m.latency.labels("received_to_written").observe(max(0, done_ms - emit.value["received_ms"]) / 1000)
         for store, values in self.store.values.items():
             m.devices.labels(store).set(len(values))
+        m.registry_devices.set(len(self.devices.registry.entries))
 
     def _check_silent(self) -> None:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
@@ -327,7 +334,8 @@ def run(settings: Settings) -> int:
         metrics.index_rebuild.observe(seconds)
 
     fences = FenceFeed(settings, codec, rebuilt)
-    workers = [Worker(settings, codec, metrics, lane, fences, stopping) for lane in lanes(settings)]
+    devices = DeviceFeed(settings, codec)
+    workers = [Worker(settings, codec, metrics, lane, fences, devices, stopping) for lane in lanes(settings)]
 
     ready = all_ready({f"{w.lane.name} lane": w.ready for w in workers})
     endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
@@ -343,11 +351,12 @@ def run(settings: Settings) -> int:
             failed.append(exc)
             stopping.set()
 
-    def fences_failed(exc: BaseException) -> None:  # no worker can run without every fence
+    def feed_failed(exc: BaseException) -> None:  # no worker can run without every fence and device
         failed.append(exc)
         stopping.set()
 
-    fences.start(fences_failed)
+    fences.start(feed_failed)
+    devices.start(feed_failed)
     threads = [threading.Thread(target=run_lane, args=(w,), name=f"lane-{w.lane.name}") for w in workers]
     for thread in threads:
         thread.start()
@@ -357,6 +366,7 @@ def run(settings: Settings) -> int:
     finally:
         stopping.set()
         fences.stop()
+        devices.stop()
         if endpoints:
             endpoints.close()
     return 1 if failed else 0

@@ -19,7 +19,8 @@ from guardstream.sinks.rows import (DEAD_LETTERS, DEVICE_ALERTS, DEVICE_TELEMETR
                                     AlertStatusChange, GeofenceTombstone, GeofenceUpsert, InsertRow, latest_geofences,
                                     plan_write, timestamp)
 
-MIGRATION = (EXAMPLES_DIR.parent.parent / "infra" / "migrations" / "0001_initial.sql").read_text()
+MIGRATIONS = EXAMPLES_DIR.parent.parent / "infra" / "migrations"
+MIGRATION = "\n".join(path.read_text() for path in sorted(MIGRATIONS.glob("*.sql")))
 
 
 def _examples(name: str) -> list[dict]:
