@@ -38,6 +38,7 @@ from guardstream.records import ALERT_ACTION, DEAD_LETTER, DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.settings import Settings
+from guardstream.topic_end import probe_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class Planner:
         self.shared = shared
         self.consumer = consumer
         self.conn: Any = None
+        self.partitions: list[TopicPartition] = []
+        self.start_ends: dict[tuple[str, int], int] | None = None  # where the topics ended when we joined
+        self.caught_up = False
 
     def run(self) -> None:
         self.conn = self._connect()
@@ -112,7 +116,22 @@ class Planner:
         messages = take_batch(self.consumer, _BATCH, _POLL_S)
         if messages:
             self._plan(messages)
-        self._escalate_due()
+        if self.caught_up or self._caught_up():
+            self._escalate_due()
+
+    def _caught_up(self) -> bool:
+        """Whether the records that were there when we joined are read. Until then no timer fires: an
+        acknowledgement given while the notifier was away is read before the escalation it stops."""
+        if not self.shared.assigned:
+            return False
+        if self.start_ends is None:
+            self.start_ends = {tp: end for tp, (low, end) in probe_end_offsets(
+                self.shared.settings, [(p.topic, p.partition) for p in self.partitions]).items() if end > low}
+        positions = {(p.topic, p.partition): p.offset for p in self.consumer.position(self.partitions)}
+        committed = {(p.topic, p.partition): p.offset for p in self.consumer.committed(self.partitions, timeout=5)}
+        self.caught_up = all(max(positions.get(tp, -1), committed.get(tp, -1)) >= end
+                             for tp, end in self.start_ends.items())
+        return self.caught_up
 
     def _plan(self, messages: list[Message]) -> None:
         offsets: dict[tuple[str, int], int] = {}
@@ -195,6 +214,8 @@ class Planner:
         log.warning("notifier consumer: %s", error.str())
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.partitions = list(partitions)
+        self.start_ends, self.caught_up = None, False
         self.shared.assigned = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
