@@ -16,9 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from guardstream.notifier.escalation import Effect, Event, State, step
-from guardstream.notifier.rules import QuietHours, RuleSet
+from guardstream.notifier.rules import QuietHours, RateLimit, RuleSet
 
-RATE_WINDOW_MS = 60_000
 HELD_QUIET = "quiet_hours"
 HELD_RATE = "rate_limit"
 SKIPPED_UNCONFIGURED = "channel_not_configured"
@@ -185,15 +184,15 @@ def quiet_until(quiet: QuietHours, now_ms: int) -> int | None:
     return int(end.timestamp() * 1000)
 
 
-def rate_hold(claims_ms: Sequence[int], limit: int, now_ms: int) -> int | None:
-    """When the next send may go (epoch ms), or None if it may go now: at most ``limit`` sends in any
-    minute. ``claims_ms``: the send times of this tenant and channel in the last minute, any order."""
-    if limit <= 0:
+def rate_hold(claims_ms: Sequence[int], limit: RateLimit, now_ms: int) -> int | None:
+    """When the next send may go (epoch ms), or None if it may go now: at most ``limit.count`` sends in
+    any window. ``claims_ms``: the send times of this tenant and channel in the last window, any order."""
+    if limit.count <= 0:
         return None
-    recent = sorted(t for t in claims_ms if t > now_ms - RATE_WINDOW_MS)
-    if len(recent) < limit:
+    recent = sorted(t for t in claims_ms if t > now_ms - limit.window_ms)
+    if len(recent) < limit.count:
         return None
-    return recent[-limit] + RATE_WINDOW_MS
+    return recent[-limit.count] + limit.window_ms
 
 
 @dataclass(frozen=True)

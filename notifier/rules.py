@@ -1,7 +1,8 @@
 """Notification routing rules: a TOML file read into frozen data; pure, no I/O but the file read.
 
     life_safety = ["PANIC", "SOS", ...]    kinds that ignore quiet hours
-    [rate_limits] sms = 10                  notifications a minute, per tenant and channel (0: no limit)
+    [rate_limits] sms = 10                  notifications a minute, per tenant and channel (0: no limit);
+                                            or sms = { count = 10, per_s = 60 } for another window
     [sites] "guard-7" = "hq"                device id -> site, for messages and rules' ``sites``
     [recipients.NAME]                       email / phone / webhook addresses, quiet_hours, timezone
     [[rules]]                               name, tenants, kinds, severities, sites (each optional: any)
@@ -62,6 +63,12 @@ class QuietHours:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    count: int  # notifications per window and tenant, at most; 0: no limit
+    window_ms: int = 60_000
+
+
+@dataclass(frozen=True)
 class Recipient:
     name: str
     email: str | None = None
@@ -101,7 +108,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     recipients: Mapping[str, Recipient]
     life_safety: frozenset[str]
-    rate_limits: Mapping[str, int]  # channel -> per minute per tenant; absent or 0: none
+    rate_limits: Mapping[str, RateLimit]  # by channel; a channel absent has no limit
     sites: Mapping[str, str]  # device id -> site
 
     def route(self, tenant: str, kind: str, severity: str, site: str | None) -> Rule | None:
@@ -134,9 +141,7 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSet:
     life_safety = frozenset(_names(data, "life_safety", "the file", ALERT_KINDS) or ())
     limits = data.get("rate_limits", {})
     _only(limits, "[rate_limits]", set(CHANNELS))
-    for channel, limit in limits.items():
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise bad_rules(f"[rate_limits].{channel}", f"must be a whole number >= 0, got {limit!r}")
+    rate_limits = {channel: _rate_limit(f"[rate_limits].{channel}", limit) for channel, limit in limits.items()}
     sites = data.get("sites", {})
     if not all(isinstance(v, str) for v in sites.values()):
         raise bad_rules("[sites]", "maps device ids to site names (strings)")
@@ -145,7 +150,20 @@ def parse_rules(data: Mapping[str, Any]) -> RuleSet:
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise bad_rules("[[rules]]", "two rules share a name")
-    return RuleSet(rules, recipients, life_safety, dict(limits), dict(sites))
+    return RuleSet(rules, recipients, life_safety, rate_limits, dict(sites))
+
+
+def _rate_limit(where: str, value: Any) -> RateLimit:
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if whole(value):
+        return RateLimit(value)
+    if isinstance(value, dict):
+        _only(value, where, {"count", "per_s"})
+        per_s = value.get("per_s", 60)
+        if whole(value.get("count")) and isinstance(per_s, int | float) and not isinstance(per_s, bool) and per_s > 0:
+            return RateLimit(value["count"], round(per_s * 1000))
+    raise bad_rules(where, f"must be a whole number >= 0 (a minute) or {{ count = N, per_s = S }}, got {value!r}")
 
 
 def _only(table: Any, where: str, allowed: set[str]) -> None:

@@ -29,7 +29,7 @@ from guardstream.errors import InputError, SchemaError, UnavailableError
 from guardstream.kafka import produce, take_batch
 from guardstream.notifier import store
 from guardstream.notifier.channels import SendFailed, Sender
-from guardstream.notifier.decide import (HELD_RATE, RATE_WINDOW_MS, Action, Alert, Decision, Due, GiveUp, NewAlert,
+from guardstream.notifier.decide import (HELD_RATE, Action, Alert, Decision, Due, GiveUp, NewAlert,
                                          after_failure, decide, rate_hold)
 from guardstream.notifier.messages import Notice
 from guardstream.notifier.metrics import NotifierMetrics
@@ -260,10 +260,10 @@ class ChannelSender:
             row = store.next_due(conn, self.channel)
             if row is None:
                 return False
-            limit = self.shared.rules.rate_limits.get(self.channel, 0)
+            limit = self.shared.rules.rate_limits.get(self.channel)
             now = store.now_ms(conn)
-            until = rate_hold(store.recent_claims_ms(conn, row.tenant, self.channel, RATE_WINDOW_MS), limit, now) \
-                if limit else None
+            until = None if limit is None or not limit.count else rate_hold(
+                store.recent_claims_ms(conn, row.tenant, self.channel, limit.window_ms), limit, now)
             if until is not None:
                 store.hold(conn, row.id, HELD_RATE, until)
                 self.shared.metrics.held.labels(self.channel, HELD_RATE).inc()

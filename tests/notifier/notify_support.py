@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -71,6 +72,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float  # time.monotonic() of its arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -96,7 +98,7 @@ class HttpReceiver:
                 status = receiver.status
                 with lock:
                     if 200 <= status < 300:
-                        receiver.accepted.append(Request(self.path, dict(self.headers.items()), body))
+                        receiver.accepted.append(Request(self.path, dict(self.headers.items()), body, time.monotonic()))
                     else:
                         receiver.refused += 1
                 reply = json.dumps({"sid": f"SM{uuid.uuid4().hex[:8]}", "status": "queued"}).encode()

@@ -164,3 +164,24 @@ def test_a_refusing_provider_and_exhausted_attempts_become_dead_letters(notifier
                                                               "rejected_by_provider"]
     assert all(letter["stage"] == "notify" for letter in letters)
     assert codec.decode(codec.encode(DEAD_LETTER, letters[0]))[0] == DEAD_LETTER
+
+
+def test_sms_over_the_rate_limit_is_held_then_sent(notifier, unique):
+    total, count, per_s = 7, 3, 2
+    rules_file(notifier.rules, f"t{unique}", notifier.http.url + HOOK, EVERY_CHANNEL.replace('"email", "webhook", ', ""),
+               extra=f"[rate_limits]\nsms = {{ count = {count}, per_s = {per_s} }}")
+    alerts = Alerts(notifier.settings, f"t{unique}")
+    notifier.start()
+    for i in range(total):
+        alerts.alert(f"al-{unique}-{i}")
+    alerts.flush()
+    wait_until(lambda: notifier.count("status = 'sent'") == total, 30, "every SMS sent")
+    arrivals = sorted(r.at for r in notifier.http.received(SMS_PATH))
+    assert len(arrivals) == total
+    for t in arrivals:  # never more than `count` in any window
+        assert sum(1 for a in arrivals if t - per_s < a <= t) <= count
+    assert arrivals[-1] - arrivals[0] >= per_s * ((total - 1) // count) - 0.2
+    # the record: which were held, and that they were sent after
+    held = notifier.count("held_reason = 'rate_limit' AND status = 'sent' AND held_at <= sent_at")
+    assert held == total - count
+    assert notifier.metric("guardstream_notifier_held_total", kind="sms", reason="rate_limit") >= total - count

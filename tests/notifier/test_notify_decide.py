@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardstream.notifier.decide import (HELD_QUIET, RATE_WINDOW_MS, SKIPPED_UNCONFIGURED, Action, Alert, Due,
+from guardstream.notifier.decide import (HELD_QUIET, SKIPPED_UNCONFIGURED, Action, Alert, Due,
                                          GiveUp, NewAlert, Retry, Tracked, after_failure, decide, quiet_until,
                                          rate_hold)
 from guardstream.notifier.escalation import TRANSITIONS, Event, State, step, transition_table_markdown
-from guardstream.notifier.rules import QuietHours, parse_rules
+from guardstream.notifier.rules import QuietHours, RateLimit, parse_rules
+
+RATE_WINDOW_MS = 60_000
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = frozenset({"email", "webhook", "sms"})
@@ -158,18 +160,20 @@ def test_quiet_until(quiet, zone, at, until):
     ([T0 - 30_000, T0 - 20_000], 1, T0 + 40_000),
 ])
 def test_rate_hold(claims, limit, until):
-    assert rate_hold(claims, limit, T0) == until
+    assert rate_hold(claims, RateLimit(limit), T0) == until
 
 
-@given(st.lists(st.integers(0, 10 * RATE_WINDOW_MS), max_size=60), st.integers(1, 12))
-def test_sending_at_each_allowed_time_never_exceeds_the_limit_in_any_minute(arrivals, limit):
-    sent: list[int] = []
+@given(st.lists(st.integers(0, 10 * RATE_WINDOW_MS), max_size=60), st.integers(1, 12),
+       st.sampled_from([1000, RATE_WINDOW_MS]))
+def test_sending_at_each_allowed_time_never_exceeds_the_limit_in_any_window(arrivals, count, window_ms):
+    limit, sent = RateLimit(count, window_ms), []
     for at in sorted(arrivals):
         while (until := rate_hold(sent, limit, at)) is not None:
+            assert until > at
             at = until
         sent.append(at)
     for t in sent:
-        assert sum(1 for s in sent if t - RATE_WINDOW_MS < s <= t) <= limit
+        assert sum(1 for s in sent if t - window_ms < s <= t) <= count
 
 
 @pytest.mark.parametrize("attempts, permanent, outcome", [

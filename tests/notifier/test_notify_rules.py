@@ -13,7 +13,7 @@ from guardstream.errors import InputError
 from guardstream.notifier.decide import Alert
 from guardstream.notifier.messages import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Notice,
                                            email_message, sms_text, webhook_body, webhook_headers)
-from guardstream.notifier.rules import DEFAULT_RULES_PATH, load_rules
+from guardstream.notifier.rules import DEFAULT_RULES_PATH, RateLimit, load_rules, parse_rules
 
 GOOD = """
 [recipients.ops]
@@ -28,7 +28,7 @@ name = "all"
 
 def test_the_shipped_rules_load():
     rules = load_rules()
-    assert rules.rules and rules.rate_limits["sms"] == 10 and "PANIC" in rules.life_safety
+    assert rules.rules and rules.rate_limits["sms"] == RateLimit(10, 60_000) and "PANIC" in rules.life_safety
     assert load_rules(DEFAULT_RULES_PATH) == rules
 
 
@@ -48,6 +48,7 @@ def test_the_shipped_rules_load():
                   'email = "ops@example.invalid"\nquiet_hours = "22:00-06:00"\ntimezone = "Mars/Olympus"'),
      "timezone 'Mars/Olympus' is not a known time zone"),
     ("[rate_limits]\nsms = -1\n" + GOOD, "[rate_limits].sms: must be a whole number >= 0"),
+    ("[rate_limits]\nsms = { count = 3, per_s = 0 }\n" + GOOD, "[rate_limits].sms: must be a whole number"),
     (GOOD + GOOD.split("[[rules]]")[1].join(["[[rules]]", ""]), "two rules share a name"),
 ])
 def test_a_bad_rules_file_is_one_line_naming_the_problem(tmp_path, text, problem):
@@ -57,6 +58,11 @@ def test_a_bad_rules_file_is_one_line_naming_the_problem(tmp_path, text, problem
         load_rules(path)
     assert caught.value.reason == "bad_notify_rules"
     assert problem in caught.value.detail and "\n" not in caught.value.detail
+
+
+def test_a_rate_limit_is_per_minute_or_per_window():
+    rules = parse_rules({"rate_limits": {"sms": 10, "email": {"count": 3, "per_s": 2.5}, "webhook": 0}})
+    assert rules.rate_limits == {"sms": RateLimit(10, 60_000), "email": RateLimit(3, 2500), "webhook": RateLimit(0)}
 
 
 def test_a_missing_rules_file_is_named(tmp_path):
