@@ -21,7 +21,8 @@ def _letter(offset, stage="validate", reason="not_json", source=("raw.x", 2, 40)
 def test_stages_map_to_their_topics():
     assert topic_of_stage("bridge") == topic_of_stage("commands") == TOPICS.dlq_bridge.name
     assert topics_for("sink") == [TOPICS.dlq_sink.name]
-    assert len(topics_for(None)) == 3
+    assert topics_for("notify") == [TOPICS.dlq_notify.name]
+    assert len(topics_for(None)) == 4
 
 
 @pytest.mark.parametrize("stage, reason, since, chosen", [
