@@ -159,7 +159,12 @@ class Notifier:
     component: Component | None = None
 
     def start(self) -> Notifier:
-        env = {"DATABASE_URL": self.database_url, "GUARDSTREAM_NOTIFY_GROUP": self.group,
+        self.component = start_component(["notifier"], self.settings, self.log, ready_s=60, **self.environment())
+        return self
+
+    def environment(self) -> dict[str, str]:
+        """The notifier's settings besides the session's: its database, group, rules and providers."""
+        return {"DATABASE_URL": self.database_url, "GUARDSTREAM_NOTIFY_GROUP": self.group,
                "GUARDSTREAM_NOTIFY_RULES": str(self.rules),
                "GUARDSTREAM_NOTIFY_SMTP_URL": f"smtp://127.0.0.1:{self.mail.port}",
                "GUARDSTREAM_NOTIFY_SMTP_STARTTLS": "false", "GUARDSTREAM_NOTIFY_EMAIL_FROM": "gs@example.invalid",
@@ -169,8 +174,6 @@ class Notifier:
                "GUARDSTREAM_NOTIFY_DASHBOARD_URL": "https://dash.example.invalid/",
                "GUARDSTREAM_NOTIFY_RETRY_BASE_MS": "200", "GUARDSTREAM_NOTIFY_RETRY_MAX_MS": "1000",
                "GUARDSTREAM_NOTIFY_SEND_TIMEOUT_S": "2", **self.env}
-        self.component = start_component(["notifier"], self.settings, self.log, ready_s=60, **env)
-        return self
 
     def kill(self) -> None:
         assert self.component is not None

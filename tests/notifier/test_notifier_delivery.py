@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -185,3 +188,36 @@ def test_sms_over_the_rate_limit_is_held_then_sent(notifier, unique):
     held = notifier.count("held_reason = 'rate_limit' AND status = 'sent' AND held_at <= sent_at")
     assert held == total - count
     assert notifier.metric("guardstream_notifier_held_total", kind="sms", reason="rate_limit") >= total - count
+
+
+def test_notify_test_sends_through_every_channel_the_tenant_s_rules_use(notifier, unique):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")},
+           **notifier.settings.as_env(), **notifier.environment()}
+    result = subprocess.run([sys.executable, "-m", "guardstream.cli", "notify", "test", "--tenant", f"t{unique}"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for channel in ("email", "webhook", "sms"):
+        assert channel in result.stdout
+    [mail] = notifier.mail.received()
+    assert mail["Subject"].startswith("[TEST] CRITICAL PANIC")
+    assert notifier.http.received(HOOK)[0].json()["type"] == "guardstream.test"
+    assert "[TEST]" in notifier.http.received(SMS_PATH)[0].form()["Body"]
+
+    notifier.http.status = 500
+    failed = subprocess.run([sys.executable, "-m", "guardstream.cli", "notify", "test", "--tenant", f"t{unique}"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1 and "FAILED: HTTP 500" in failed.stdout
+    nobody = subprocess.run([sys.executable, "-m", "guardstream.cli", "notify", "test", "--tenant", "nobody"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert nobody.returncode == 1 and "no rule names a recipient for tenant 'nobody'" in nobody.stderr
+
+
+def test_a_bad_rules_file_stops_the_notifier_with_one_line_naming_it(notifier, tmp_path):
+    notifier.rules.write_text('[[rules]]\nname = "x"\n[[rules.tiers]]\nrecipients = ["ghost"]\nchannels = ["sms"]\n')
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GUARDSTREAM_")},
+           **notifier.settings.as_env(), **notifier.environment(), "GUARDSTREAM_METRICS_PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", "guardstream.cli", "notifier"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "guardstream: bad_notify_rules: notify rules rule 'x' tier 1: recipient 'ghost' is not in [recipients]")
