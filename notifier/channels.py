@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -43,18 +44,23 @@ class SmtpSender:
     sender: str
     timeout_s: float
 
+    @cached_property
+    def tls(self) -> ssl.SSLContext:
+        """Built once: loading the CA store takes tens of milliseconds, longer than a send."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
     def __call__(self, notice: Notice) -> str:
         parts = urlsplit(self.url)
-        context = ssl.create_default_context(cafile=self.ca_file)
         host, port = parts.hostname or "", parts.port
         try:
             if parts.scheme == "smtps":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(host, port or 465, timeout=self.timeout_s, context=context)
+                client: smtplib.SMTP = smtplib.SMTP_SSL(host, port or 465, timeout=self.timeout_s,
+                                                            context=self.tls)
             else:
                 client = smtplib.SMTP(host, port or 25, timeout=self.timeout_s)
             with client:
                 if parts.scheme == "smtp" and self.starttls:
-                    client.starttls(context=context)
+                    client.starttls(context=self.tls)
                 if parts.username:
                     client.login(unquote(parts.username), unquote(parts.password or ""))
                 refused = client.send_message(email_message(notice, self.sender))

@@ -237,7 +237,9 @@ class ChannelSender:
         while not self.shared.stop.is_set():
             try:
                 conn = conn or store.connect(self.shared.settings.database_url)
-                if not self.step(conn):
+                with store.database_errors():
+                    stepped = self.step(conn)
+                if not stepped:
                     self.wake.wait(_IDLE_S)
                     self.wake.clear()
             except UnavailableError as exc:
@@ -251,24 +253,28 @@ class ChannelSender:
 
     def step(self, conn: Any) -> bool:
         """Send (or hold) one due notification; False when none is due."""
-        settings = self.shared.settings
-        with store.transaction(conn):
-            if time.monotonic() - self._stale_checked > _STALE_CHECK_S:
-                self._stale_checked = time.monotonic()
-                if store.release_stale(conn, self.channel, 2 * settings.notify_send_timeout_s + 1):
-                    log.warning("%s sender: sends interrupted by a stop are due again", self.channel)
-            row = store.next_due(conn, self.channel)
+        if time.monotonic() - self._stale_checked > _STALE_CHECK_S:
+            self._stale_checked = time.monotonic()
+            if store.release_stale(conn, self.channel, 2 * self.shared.settings.notify_send_timeout_s + 1):
+                log.warning("%s sender: sends interrupted by a stop are due again", self.channel)
+        limit = self.shared.rules.rate_limits.get(self.channel)
+        if limit is None or not limit.count:
+            row = store.claim_next_due(conn, self.channel)
             if row is None:
                 return False
-            limit = self.shared.rules.rate_limits.get(self.channel)
-            now = store.now_ms(conn)
-            until = None if limit is None or not limit.count else rate_hold(
-                store.recent_claims_ms(conn, row.tenant, self.channel, limit.window_ms), limit, now)
-            if until is not None:
-                store.hold(conn, row.id, HELD_RATE, until)
-                self.shared.metrics.held.labels(self.channel, HELD_RATE).inc()
-                return True
-            attempt = store.claim(conn, row.id)
+            attempt = row.attempts
+        else:
+            with store.transaction(conn):
+                row = store.next_due(conn, self.channel)
+                if row is None:
+                    return False
+                claims = store.recent_claims_ms(conn, row.tenant, self.channel, limit.window_ms)
+                until = rate_hold(claims, limit, store.now_ms(conn))
+                if until is not None:
+                    store.hold(conn, row.id, HELD_RATE, until)
+                    self.shared.metrics.held.labels(self.channel, HELD_RATE).inc()
+                    return True
+                attempt = store.claim(conn, row.id)
         notice = Notice(row.alert, row.recipient, row.address, row.tier, self.shared.dashboard_url)
         started = time.monotonic()
         try:
@@ -277,8 +283,7 @@ class ChannelSender:
             self._failed(conn, row, attempt, exc)
         else:
             self.shared.metrics.send_seconds.labels(self.channel).observe(time.monotonic() - started)
-            with store.transaction(conn):
-                store.mark_sent(conn, row.id, response[:500])
+            store.mark_sent(conn, row.id, response[:500])
             self.shared.metrics.sent.labels(self.channel).inc()
         return True
 
@@ -294,9 +299,7 @@ class ChannelSender:
                                          f"{attempt} attempts: {exc.detail}",
                                          Source(TOPICS.events_critical.name, key=row.alert_id.encode()), payload,
                                          self.channel)
-            with store.transaction(conn):
-                store.mark_dead(conn, row.id, exc.detail)
+            store.mark_dead(conn, row.id, exc.detail)
         else:
             log.info("%s to %s failed (attempt %d), retried: %s", row.channel, row.recipient, attempt, exc.detail)
-            with store.transaction(conn):
-                store.mark_retry(conn, row.id, exc.detail, outcome.at_ms)
+            store.mark_retry(conn, row.id, exc.detail, outcome.at_ms)

@@ -43,6 +43,15 @@ def transaction(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[An
         raise UnavailableError(f"PostgreSQL: {exc}", reason="database_unavailable") from exc
 
 
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A lost connection inside as :class:`UnavailableError`, for statements run on their own (autocommit)."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise UnavailableError(f"PostgreSQL: {exc}", reason="database_unavailable") from exc
+
+
 def _tracked(row: dict[str, Any]) -> Tracked:
     alert = Alert.from_json(row["alert"]) if row["alert"] else None
     return Tracked(row["alert_id"], row["tenant"], State(row["state"]), row["tier"], row["rule"], row["due_at_ms"],
@@ -102,17 +111,33 @@ class Claimable:
     alert: Alert
 
 
+_CLAIMABLE = "n.id, n.alert_id, n.tenant, n.channel, n.recipient, n.address, n.tier, n.attempts, e.alert"
+
+
+def _claimable(row: dict[str, Any]) -> Claimable:
+    return Claimable(row["id"], row["alert_id"], row["tenant"], row["channel"], row["recipient"], row["address"],
+                     row["tier"], row["attempts"], Alert.from_json(row["alert"]))
+
+
 def next_due(conn: psycopg.Connection[Any], channel: str) -> Claimable | None:
     """The channel's next notification due now, locked for this transaction (others skip it)."""
     row = conn.execute(
-        "SELECT n.id, n.alert_id, n.tenant, n.channel, n.recipient, n.address, n.tier, n.attempts, e.alert "
-        "FROM notifications n JOIN notify_escalations e ON e.alert_id = n.alert_id "
+        f"SELECT {_CLAIMABLE} FROM notifications n JOIN notify_escalations e ON e.alert_id = n.alert_id "
         "WHERE n.channel = %s AND n.status = ANY(%s) AND n.not_before <= now() "
         "ORDER BY n.not_before, n.id LIMIT 1 FOR UPDATE OF n SKIP LOCKED", (channel, list(UNSENT))).fetchone()
-    if row is None:
-        return None
-    return Claimable(row["id"], row["alert_id"], row["tenant"], row["channel"], row["recipient"], row["address"],
-                     row["tier"], row["attempts"], Alert.from_json(row["alert"]))
+    return _claimable(row) if row else None
+
+
+def claim_next_due(conn: psycopg.Connection[Any], channel: str) -> Claimable | None:
+    """Claim the channel's next due notification (``sending``, attempt counted) in one statement, one round
+    trip: for a channel without a rate limit, nothing needs deciding between the look and the claim."""
+    row = conn.execute(
+        "WITH next AS (SELECT id FROM notifications WHERE channel = %s AND status = ANY(%s) AND not_before <= now() "
+        "ORDER BY not_before, id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+        "UPDATE notifications n SET status = 'sending', attempts = n.attempts + 1, claimed_at = clock_timestamp() "
+        f"FROM next, notify_escalations e WHERE n.id = next.id AND e.alert_id = n.alert_id RETURNING {_CLAIMABLE}",
+        (channel, list(UNSENT))).fetchone()
+    return _claimable(row) if row else None
 
 
 def recent_claims_ms(conn: psycopg.Connection[Any], tenant: str, channel: str, window_ms: int) -> list[int]:
