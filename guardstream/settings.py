@@ -310,6 +310,8 @@ class Settings:
                                      "wait after a notification's first failed send; doubled after each failure")
     notify_retry_max_ms: int = _var("GUARDSTREAM_NOTIFY_RETRY_MAX_MS", _int_range(1, 3_600_000), 60_000,
                                     "longest wait between two sends of one notification")
+    notify_senders: int = _var("GUARDSTREAM_NOTIFY_SENDERS", _int_range(1, 64), 4,
+                               "notifications sent at once per channel (a rate-limited channel sends one at a time)")
     notify_send_timeout_s: float = _var("GUARDSTREAM_NOTIFY_SEND_TIMEOUT_S", _positive_float, 10.0,
                                         "how long one send may take; a send that began this long ago twice over "
                                         "and never finished (the notifier stopped) is sent again")

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from guardstream.settings import Settings
 
 if TYPE_CHECKING:
-    from guardstream.notifier.service import Shared
+    from guardstream.notifier.service import ChannelSender, Planner, Shared
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings) -> tuple[Shared, list]:
+def build(settings: Settings) -> tuple[Shared, list[Planner | ChannelSender]]:
     from confluent_kafka import Consumer, Producer
 
     from guardstream.kafka import consumer_config, producer_config
@@ -43,7 +43,11 @@ def build(settings: Settings) -> tuple[Shared, list]:
     shared = Shared(settings, rules, configured, Producer(producer_config(settings, "guardstream-notifier")),
                     Codec(registry_from_settings(settings)), NotifierMetrics.create(), threading.Event())
     consumer = Consumer(consumer_config(settings, "guardstream-notifier", settings.notify_group))
-    workers = [Planner(shared, consumer)] + [ChannelSender(shared, channel) for channel in sorted(configured)]
+    workers: list[Planner | ChannelSender] = [Planner(shared, consumer)]
+    for channel in sorted(configured):
+        # a rate limit is decided on the rows' count: one sender keeps that count true
+        limited = channel in rules.rate_limits and rules.rate_limits[channel].count > 0
+        workers += [ChannelSender(shared, channel) for _ in range(1 if limited else settings.notify_senders)]
     return shared, workers
 
 
@@ -80,8 +84,9 @@ def cmd_notifier(args: argparse.Namespace) -> int:
                  if settings.metrics_port else None)
     log.info("notifier: group %s, channels %s", settings.notify_group, ", ".join(sorted(shared.senders)) or "none")
     try:
-        threads = [start_guarded(f"notify-{getattr(w, 'channel', 'planner')}", w.run, failed, log,
-                                 f"notifier {getattr(w, 'channel', 'planner')}") for w in workers]
+        names = [getattr(w, "channel", "planner") for w in workers]
+        threads = [start_guarded(f"notify-{name}-{i}", w.run, failed, log, f"notifier {name}")
+                   for i, (name, w) in enumerate(zip(names, workers))]
         for thread in threads:
             thread.join()
         shared.producer.flush(10)
