@@ -48,7 +48,8 @@ class NotifierMetrics:
                                  "Notifications or records sent to dlq.notify, by channel or topic (kind) and "
                                  "reason.", ["kind", "reason"], registry=r),
             records=Counter("guardstream_notifier_records_total",
-                            "Records read, by what came of them (kind): notified, no_rule, stopped, seen, ...",
+                            "Alerts, actions and due timers handled (kind: alert, action, escalation_due), or why "
+                            "one changed nothing (no_rule, seen, stopped_before, tenant_mismatch, not_an_alert, ...).",
                             ["kind"], registry=r),
             send_seconds=Histogram("guardstream_notifier_send_duration_seconds",
                                    "Time a provider took to take one notification, by channel (kind).", ["kind"],

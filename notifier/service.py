@@ -91,6 +91,9 @@ class Planner:
 
     def run(self) -> None:
         self.conn = self._connect()
+        if self.conn is None:
+            self.consumer.close()
+            return
         try:
             self.consumer.subscribe([TOPICS.events_critical.name, TOPICS.alerts_actions.name],
                                     on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -102,15 +105,16 @@ class Planner:
                 self.conn.close()
 
     def _connect(self) -> Any:
-        while True:
+        """A connection once PostgreSQL answers; None when told to stop first."""
+        while not self.shared.stop.is_set():
             try:
                 conn = store.connect(self.shared.settings.database_url)
                 self.shared.database_answered = True
                 return conn
             except UnavailableError as exc:
                 log.warning("planner: %s", exc.detail)
-                if self.shared.stop.wait(1.0):
-                    raise
+                self.shared.stop.wait(1.0)
+        return None
 
     def step(self) -> None:
         messages = take_batch(self.consumer, _BATCH, _POLL_S)
@@ -177,12 +181,11 @@ class Planner:
         decision = decide(event, store.load_tracked(conn, alert_id), self.shared.rules, now,
                           frozenset(self.shared.senders))
         inserted = store.save(conn, decision)
-        self._count(decision, inserted, type(event).__name__)
+        self._count(decision, inserted, "alert" if isinstance(event, NewAlert) else "action")
 
     def _count(self, decision: Decision, inserted: int, what: str) -> None:
         m = self.shared.metrics
-        m.records.labels(decision.ignored or ("stopped" if decision.cancel_unsent or what == "Action"
-                                              else "notified")).inc()
+        m.records.labels(decision.ignored or what).inc()
         if not inserted:
             return
         for p in decision.notify:
@@ -200,7 +203,7 @@ class Planner:
             for tracked in due:
                 decision = decide(Due(tracked.alert_id), tracked, self.shared.rules, now,
                                   frozenset(self.shared.senders))
-                self._count(decision, store.save(conn, decision), "Due")
+                self._count(decision, store.save(conn, decision), "escalation_due")
         if due:
             self._wake_senders()
 
