@@ -188,6 +188,25 @@ def start(stack: Stack, tmp: Path, smtp_port: int, http: HttpReceiver, database_
     return settings
 
 
+def print_stages(database_url: str, sent: dict[str, float], inbox: Inbox) -> None:
+    """Where the time goes, from the notifications rows: publish -> row planned (bridge, worker, notifier's
+    planner) -> claimed by a sender -> marked sent (the SMTP exchange) ; and the SMTP server's own clock."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT alert_id, extract(epoch FROM created_at), extract(epoch FROM claimed_at), "
+                            "extract(epoch FROM sent_at) FROM notifications WHERE channel = 'email'").fetchall()
+    stages: dict[str, list[float]] = {"publish -> row planned": [], "planned -> claimed": [],
+                                      "claimed -> marked sent": [], "SMTP accepted -> marked sent": []}
+    for alert_id, planned, claimed, done in rows:
+        if alert_id in sent and claimed is not None and done is not None:
+            values = [float(planned) - sent[alert_id], float(claimed) - float(planned), float(done) - float(claimed)]
+            if alert_id in inbox.accepted:
+                values.append(float(done) - inbox.accepted[alert_id])
+            for name, value in zip(stages, values):
+                stages[name].append(max(0.0, value))
+    for name, values in stages.items():
+        print(f"  {name:<30} {percentiles(values)}")
+
+
 def panic_latency(settings: Settings, inbox: Inbox, backlog: int) -> None:
     client, alerter = publisher(settings), publisher(settings, "alerter")
     sent: dict[str, float] = {}
@@ -202,6 +221,7 @@ def panic_latency(settings: Settings, inbox: Inbox, backlog: int) -> None:
     print(f"panic on MQTT -> email accepted, during a flood of {backlog:,} telemetry messages "
           f"({backlog / flood_s:,.0f} msg/s published): {percentiles(latencies)}; "
           f"{len(sent) - len(latencies)} not received")
+    print_stages(settings.database_url, sent, inbox)
     client.loop_stop()
     alerter.loop_stop()
 
