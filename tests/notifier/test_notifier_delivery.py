@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from notify_support import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
@@ -221,3 +222,33 @@ def test_a_bad_rules_file_stops_the_notifier_with_one_line_naming_it(notifier, t
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "guardstream: bad_notify_rules: notify rules rule 'x' tier 1: recipient 'ghost' is not in [recipients]")
+
+
+def test_quiet_hours_hold_a_notification_but_not_a_life_safety_one(notifier, unique):
+    now = datetime.now(UTC)
+    quiet = f"{(now - timedelta(hours=1)):%H}:00-{(now + timedelta(hours=2)):%H}:00"  # now is inside
+    notifier.rules.write_text(f"""
+life_safety = ["PANIC"]
+[recipients.ops]
+email = "ops@example.invalid"
+quiet_hours = "{quiet}"
+[[rules]]
+name = "quiet"
+tenants = ["t{unique}"]
+  [[rules.tiers]]
+  recipients = ["ops"]
+  channels = ["email"]
+""")
+    alerts = Alerts(notifier.settings, f"t{unique}")
+    notifier.start()
+    alerts.alert(f"sos-{unique}", kind="SOS")
+    alerts.alert(f"panic-{unique}", kind="PANIC")
+    alerts.flush()
+    wait_until(lambda: notifier.count() == 2 and notifier.count("status = 'sent'") == 1, 30, "both planned")
+    [mail] = notifier.mail.received()
+    assert mail["X-Guardstream-Alert"] == f"panic-{unique}"
+    [(status, reason, not_before)] = notifier.rows(
+        "SELECT status, held_reason, not_before FROM notifications WHERE alert_id = %s", f"sos-{unique}")
+    assert (status, reason) == ("held", "quiet_hours")
+    assert not_before > now and not_before.minute == 0
+    assert notifier.metric("guardstream_notifier_held_total", kind="email", reason="quiet_hours") == 1
