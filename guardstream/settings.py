@@ -339,6 +339,11 @@ class Settings:
                                     "SMS provider auth token (basic-auth password; secret)")
     notify_sms_from: str | None = _var("GUARDSTREAM_NOTIFY_SMS_FROM", _optional(_text), None,
                                        "sender number or id of SMS")
+    notify_vapid_key: Path | None = _var("GUARDSTREAM_NOTIFY_VAPID_KEY", _optional(_path), None,
+                                         "PEM private key (EC P-256) Web Push requests are signed with (VAPID); "
+                                         "unset: no push")
+    notify_vapid_subject: str = _var("GUARDSTREAM_NOTIFY_VAPID_SUBJECT", _text, "mailto:guardstream@localhost",
+                                     "contact push services see in the VAPID signature (mailto: or https: URL)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,4 +1,4 @@
-"""The providers at the edge: SMTP for email, HTTP for webhooks and SMS.
+"""The providers at the edge: SMTP for email, HTTP for webhooks and SMS, Web Push for browsers.
 
 Each channel's sender takes a :class:`Notice`, hands it to its provider and returns what the
 provider answered (stored in ``notifications.provider_response``). A failure is a
@@ -12,14 +12,18 @@ import smtplib
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from pywebpush import WebPushException, webpush
 
 from guardstream.errors import UnavailableError
-from guardstream.notifier.messages import Notice, email_message, sms_text, webhook_body, webhook_headers
+from guardstream.notifier.messages import (Notice, email_message, push_payload, push_topic, sms_text, webhook_body,
+                                           webhook_headers)
+from guardstream.notifier.store import PushBook
 from guardstream.settings import Settings
 
 RESPONSE_MAX_CHARS = 500
@@ -120,6 +124,47 @@ class SmsSender:
         return _http_outcome(response)
 
 
+class Subscriptions(Protocol):
+    def subscriptions(self, recipient: str) -> list[dict[str, Any]]: ...
+
+    def forget(self, endpoint: str) -> None: ...
+
+
+@dataclass
+class PushSender:
+    """Web Push (RFC 8030/8291, VAPID RFC 8292) through pywebpush, to every browser the recipient subscribed."""
+
+    vapid_key: str  # path of the PEM private key
+    subject: str
+    book: Subscriptions
+    timeout_s: float
+
+    def __call__(self, notice: Notice) -> str:
+        browsers = self.book.subscriptions(notice.recipient)
+        if not browsers:
+            raise SendFailed(f"no browser of {notice.recipient} subscribed to push", permanent=True)
+        pushed, gone, failed = 0, 0, []
+        for subscription in browsers:
+            try:
+                webpush(subscription, push_payload(notice), vapid_private_key=self.vapid_key,
+                        vapid_claims={"sub": self.subject}, timeout=self.timeout_s, ttl=3600,
+                        headers={"Topic": push_topic(notice), "Urgency": "high"})
+                pushed += 1
+            except WebPushException as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status in (404, 410):  # the push service dropped the subscription
+                    self.book.forget(subscription["endpoint"])
+                    gone += 1
+                else:
+                    failed.append(f"{status or 'no answer'}: {str(exc)[:120]}")
+        if failed:  # a retry pushes to every browser again; the Topic makes the repeat replace the first
+            raise SendFailed(f"push failed for {len(failed)} of {len(browsers)} browsers: {failed[0]}",
+                             permanent=False)
+        if not pushed:
+            raise SendFailed(f"every browser of {notice.recipient} unsubscribed ({gone})", permanent=True)
+        return f"pushed to {pushed} browser(s)" + (f", {gone} unsubscribed and forgotten" if gone else "")
+
+
 def senders(settings: Settings, timeout_s: float) -> dict[str, Sender]:
     """The channels these settings configure, by name; a channel left out is not configured."""
     out: dict[str, Sender] = {}
@@ -133,4 +178,7 @@ def senders(settings: Settings, timeout_s: float) -> dict[str, Sender]:
         out["sms"] = SmsSender(settings.notify_sms_url, settings.notify_sms_account,
                                settings.notify_sms_token.reveal(), settings.notify_sms_from,
                                httpx.Client(timeout=timeout_s))
+    if settings.notify_vapid_key:
+        out["push"] = PushSender(str(settings.notify_vapid_key), settings.notify_vapid_subject,
+                                 PushBook(settings.database_url), timeout_s)
     return out

@@ -133,10 +133,37 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_notify_subscribe(args: argparse.Namespace) -> int:
+    """Store a browser's PushSubscription for a recipient (what the dashboard will hand over)."""
+    import json
+
+    from guardstream.errors import InputError
+    from guardstream.notifier.store import PushBook
+
+    try:
+        subscription = json.loads(args.subscription)
+        endpoint, keys = subscription["endpoint"], subscription["keys"]
+        if not (isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
+                and isinstance(keys.get("p256dh"), str) and isinstance(keys.get("auth"), str)):
+            raise ValueError("endpoint must be an http(s) URL and keys.p256dh, keys.auth strings")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"--subscription is not a PushSubscription JSON ({exc})", reason="bad_subscription") \
+            from exc
+    PushBook(Settings.from_env().database_url).subscribe(args.recipient, subscription)
+    print(f"{args.recipient}: subscribed {endpoint}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("notifier", help="notify people of critical alerts by email, webhook and SMS, escalating "
+    sub.add_parser("notifier", help="notify people of critical alerts by email, webhook, SMS and Web Push, escalating "
                    "until acknowledged").set_defaults(handler=cmd_notifier)
     notify = sub.add_parser("notify", help="notification tools").add_subparsers(dest="notify_command", required=True)
     test = notify.add_parser("test", help="send a test message through every channel a tenant's rules use")
     test.add_argument("--tenant", required=True)
     test.set_defaults(handler=cmd_notify_test, one_shot=True)
+    subscribe = notify.add_parser("subscribe", help="store a browser's Web Push subscription for a recipient")
+    subscribe.add_argument("--recipient", required=True, help="a recipient's name in the rules file")
+    subscribe.add_argument("--subscription", required=True,
+                           help='the browser\'s PushSubscription JSON: {"endpoint": ..., "keys": {"p256dh": ..., '
+                                '"auth": ...}}')
+    subscribe.set_defaults(handler=cmd_notify_subscribe, one_shot=True)

@@ -106,6 +106,21 @@ def webhook_body(notice: Notice) -> bytes:
     }, separators=(",", ":"), sort_keys=True).encode()
 
 
+def push_payload(notice: Notice) -> str:
+    """What a dashboard's service worker shows: ``title``, ``body``, ``url`` and a ``tag`` (the same tag
+    replaces an earlier notification in the browser)."""
+    a = notice.alert
+    return json.dumps({"title": notice.headline, "body": a.message or f"{a.kind} from {a.device_id}",
+                       "url": notice.link, "tag": notice.key, "alert_id": a.event_id, "tier": notice.tier},
+                      separators=(",", ":"))
+
+
+def push_topic(notice: Notice) -> str:
+    """The Web Push ``Topic`` header (at most 32 URL-safe characters): a push service keeps only the
+    newest undelivered message of a topic, so a repeated send replaces rather than adds."""
+    return hashlib.sha256(notice.key.encode()).hexdigest()[:32]
+
+
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     """``sha256=<hex>`` of HMAC-SHA256 over ``b"<timestamp>." + body``."""
     return "sha256=" + hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()

@@ -7,6 +7,7 @@
     [recipients.NAME]                       email / phone / webhook addresses, quiet_hours, timezone
     [[rules]]                               name, tenants, kinds, severities, sites (each optional: any)
     [[rules.tiers]]                         recipients, channels, escalate_after_s
+    channels: email, webhook, sms, push (``push = true`` on the recipient: the browsers it subscribed)
 
 The first rule that matches an alert routes it. Tier 1 is notified at once; tier k+1 when
 tier k's ``escalate_after_s`` has passed without an acknowledgement. The default file is
@@ -28,8 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from guardstream.errors import InputError
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "rules_default.toml"
-CHANNELS = ("email", "webhook", "sms")
-ADDRESS_FIELD = {"email": "email", "webhook": "webhook", "sms": "phone"}  # channel -> recipient field
+CHANNELS = ("email", "webhook", "sms", "push")
+ADDRESS_FIELD = {"email": "email", "webhook": "webhook", "sms": "phone", "push": "push"}  # channel -> field
+PUSH_ADDRESS = "subscribed browsers"  # push goes to the recipient's rows of push_subscriptions
 ALERT_KINDS = ("PANIC", "SOS", "FALL", "TAMPER", "SMOKE", "FIRE", "LOW_BATTERY", "HIGH_TEMPERATURE",
                "DEVICE_SILENT", "GEOFENCE_VIOLATION", "SYSTEM_DEGRADED")  # enum AlertKind
 SEVERITIES = ("CRITICAL", "HIGH", "NORMAL", "LOW")  # enum Severity
@@ -75,8 +77,11 @@ class Recipient:
     phone: str | None = None
     webhook: str | None = None
     quiet: QuietHours | None = None
+    push: bool = False
 
     def address(self, channel: str) -> str | None:
+        if channel == "push":
+            return PUSH_ADDRESS if self.push else None
         return getattr(self, ADDRESS_FIELD[channel])
 
 
@@ -189,7 +194,9 @@ def _names(table: Mapping[str, Any], key: str, where: str, allowed: tuple[str, .
 
 def _recipient(name: str, body: Any) -> Recipient:
     where = f"[recipients.{name}]"
-    _only(body, where, {"email", "phone", "webhook", "quiet_hours", "timezone"})
+    _only(body, where, {"email", "phone", "webhook", "push", "quiet_hours", "timezone"})
+    if not isinstance(body.get("push", False), bool):
+        raise bad_rules(where, "push must be true or false (true: the browsers this recipient subscribed)")
     for key in ("email", "phone", "webhook", "quiet_hours", "timezone"):
         if key in body and not (isinstance(body[key], str) and body[key].strip()):
             raise bad_rules(where, f"{key} must be a non-empty string")
@@ -201,7 +208,7 @@ def _recipient(name: str, body: Any) -> Recipient:
         raise bad_rules(where, f"phone {body['phone']!r} is not a phone number")
     quiet = (QuietHours.parse(body["quiet_hours"], body.get("timezone", "UTC"), where)
              if "quiet_hours" in body else None)
-    return Recipient(name, body.get("email"), body.get("phone"), body.get("webhook"), quiet)
+    return Recipient(name, body.get("email"), body.get("phone"), body.get("webhook"), quiet, body.get("push", False))
 
 
 def _rule(index: int, body: Any, recipients: Mapping[str, Recipient]) -> Rule:

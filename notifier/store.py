@@ -188,3 +188,32 @@ def release_stale(conn: psycopg.Connection[Any], channel: str, older_than_s: flo
         "WHERE channel = %s AND status = 'sending' AND claimed_at < now() - make_interval(secs => %s)",
         (channel, older_than_s))
     return cursor.rowcount
+
+
+# -- Web Push subscriptions ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PushBook:
+    """The browsers each recipient subscribed (table push_subscriptions); a connection per call, so
+    every sender thread may use it."""
+
+    database_url: str
+
+    def subscriptions(self, recipient: str) -> list[dict[str, Any]]:
+        """Each as the browser's PushSubscription JSON: ``{"endpoint": ..., "keys": {"p256dh": ..., "auth": ...}}``."""
+        with connect(self.database_url) as conn, database_errors():
+            rows = conn.execute("SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE recipient = %s "
+                                "ORDER BY created_at", (recipient,)).fetchall()
+        return [{"endpoint": r["endpoint"], "keys": {"p256dh": r["p256dh"], "auth": r["auth"]}} for r in rows]
+
+    def forget(self, endpoint: str) -> None:
+        with connect(self.database_url) as conn, database_errors():
+            conn.execute("DELETE FROM push_subscriptions WHERE endpoint = %s", (endpoint,))
+
+    def subscribe(self, recipient: str, subscription: dict[str, Any]) -> None:
+        with connect(self.database_url) as conn, database_errors():
+            conn.execute("INSERT INTO push_subscriptions (endpoint, recipient, p256dh, auth) VALUES (%s, %s, %s, %s) "
+                         "ON CONFLICT (endpoint) DO UPDATE SET recipient = EXCLUDED.recipient, "
+                         "p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth",
+                         (subscription["endpoint"], recipient, subscription["keys"]["p256dh"],
+                          subscription["keys"]["auth"]))

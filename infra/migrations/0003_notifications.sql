@@ -22,7 +22,7 @@ CREATE TABLE notifications (
     id                bigserial PRIMARY KEY,
     alert_id          text NOT NULL,
     tenant            text NOT NULL,
-    channel           text NOT NULL CHECK (channel IN ('email', 'webhook', 'sms')),
+    channel           text NOT NULL CHECK (channel IN ('email', 'webhook', 'sms', 'push')),
     recipient         text NOT NULL,      -- the recipient's name in the rules file
     address           text NOT NULL,      -- email address, phone number or webhook URL
     tier              integer NOT NULL,
@@ -41,3 +41,15 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_due ON notifications (channel, not_before) WHERE status IN ('pending', 'held', 'retry');
 CREATE INDEX notifications_rate ON notifications (tenant, channel, claimed_at) WHERE status IN ('sending', 'sent');
 CREATE INDEX notifications_in_flight ON notifications (claimed_at) WHERE status = 'sending';
+
+-- Dashboard browsers that subscribed to Web Push, by the recipient (a name in the rules file) whose
+-- push notifications they show: the browser's PushSubscription (endpoint and keys). A push service
+-- that answers 404 or 410 has dropped the subscription, and the notifier deletes it.
+CREATE TABLE push_subscriptions (
+    endpoint   text PRIMARY KEY,
+    recipient  text NOT NULL,
+    p256dh     text NOT NULL,
+    auth       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_subscriptions_recipient ON push_subscriptions (recipient);
