@@ -95,6 +95,7 @@ class Catalog:
     dlq_bridge: Topic = _dlq("bridge", "MQTT bridge (oversize, refused topics)")
     dlq_validate: Topic = _dlq("validate", "validation stage (bad payloads)")
     dlq_sink: Topic = _dlq("sink", "PostgreSQL sink (rows the database refused)")
+    dlq_notify: Topic = _dlq("notify", "notifier (notifications no provider took after every attempt)")
     # Changelog of the stream worker's per-device state; partition p holds the state of
     # the devices of raw partition p, so it needs as many partitions as the raw topics.
     worker_state: Topic = Topic("guardstream-worker-state-changelog", 6, -1, "compact",

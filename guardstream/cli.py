@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "guardstream.streams.cli",
     "guardstream.sinks.commands",
     "guardstream.gateway.cli",
+    "guardstream.notifier.commands",
 )
 
 

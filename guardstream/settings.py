@@ -317,6 +317,52 @@ class Settings:
     jwt_max_lifetime_s: float = _var("GUARDSTREAM_JWT_MAX_LIFETIME_S", _positive_float, 86400.0,
                                      "longest a client token may be valid, from its iat (or nbf) to its exp")
 
+    # -- notifier ------------------------------------------------------------------------
+    notify_rules: Path | None = _var("GUARDSTREAM_NOTIFY_RULES", _optional(_path), None,
+                                     "notification routing rules (TOML; default: notifier/rules_default.toml)")
+    notify_group: str = _var("GUARDSTREAM_NOTIFY_GROUP", _text, "guardstream-notifier",
+                             "consumer group of the notifier (events.critical and alerts.actions)")
+    notify_max_attempts: int = _var("GUARDSTREAM_NOTIFY_MAX_ATTEMPTS", _int_range(1, 100), 8,
+                                    "sends a notification gets before it becomes a dead letter on dlq.notify")
+    notify_retry_base_ms: int = _var("GUARDSTREAM_NOTIFY_RETRY_BASE_MS", _int_range(1, 600_000), 1000,
+                                     "wait after a notification's first failed send; doubled after each failure")
+    notify_retry_max_ms: int = _var("GUARDSTREAM_NOTIFY_RETRY_MAX_MS", _int_range(1, 3_600_000), 60_000,
+                                    "longest wait between two sends of one notification")
+    notify_senders: int = _var("GUARDSTREAM_NOTIFY_SENDERS", _int_range(1, 64), 4,
+                               "notifications sent at once per channel (a rate-limited channel sends one at a time)")
+    notify_send_timeout_s: float = _var("GUARDSTREAM_NOTIFY_SEND_TIMEOUT_S", _positive_float, 10.0,
+                                        "how long one send may take; a send that began this long ago twice over "
+                                        "and never finished (the notifier stopped) is sent again")
+    notify_dashboard_url: str | None = _var("GUARDSTREAM_NOTIFY_DASHBOARD_URL", _optional(_url("http", "https")),
+                                            None, "dashboard address notifications link to "
+                                            "(default: http://GUARDSTREAM_GATEWAY_HOST:GUARDSTREAM_GATEWAY_PORT/)")
+    notify_smtp_url: str | None = _var("GUARDSTREAM_NOTIFY_SMTP_URL", _optional(_url("smtp", "smtps")), None,
+                                       "SMTP server for email (smtps:// implicit TLS; user:password@ to log in); "
+                                       "unset: no email")
+    notify_smtp_starttls: bool = _var("GUARDSTREAM_NOTIFY_SMTP_STARTTLS", _bool, True,
+                                      "smtp://: upgrade to TLS with STARTTLS before logging in or sending")
+    notify_smtp_ca_file: str | None = _var("GUARDSTREAM_NOTIFY_SMTP_CA_FILE", _optional(_text), None,
+                                           "CA bundle the SMTP server's certificate is checked against "
+                                           "(default: the system's)")
+    notify_email_from: str = _var("GUARDSTREAM_NOTIFY_EMAIL_FROM", _text, "guardstream@localhost",
+                                  "From address of notification email")
+    notify_webhook_secret: Secret = _var("GUARDSTREAM_NOTIFY_WEBHOOK_SECRET", _secret, Secret(""),
+                                         "HMAC-SHA256 key webhook bodies are signed with (secret); "
+                                         "unset: no webhooks")
+    notify_sms_url: str | None = _var("GUARDSTREAM_NOTIFY_SMS_URL", _optional(_url("http", "https")), None,
+                                      "SMS provider's message endpoint (Twilio-style form POST); unset: no SMS")
+    notify_sms_account: str | None = _var("GUARDSTREAM_NOTIFY_SMS_ACCOUNT", _optional(_text), None,
+                                          "SMS provider account id (basic-auth user)")
+    notify_sms_token: Secret = _var("GUARDSTREAM_NOTIFY_SMS_TOKEN", _secret, Secret(""),
+                                    "SMS provider auth token (basic-auth password; secret)")
+    notify_sms_from: str | None = _var("GUARDSTREAM_NOTIFY_SMS_FROM", _optional(_text), None,
+                                       "sender number or id of SMS")
+    notify_vapid_key: Path | None = _var("GUARDSTREAM_NOTIFY_VAPID_KEY", _optional(_path), None,
+                                         "PEM private key (EC P-256) Web Push requests are signed with (VAPID); "
+                                         "unset: no push")
+    notify_vapid_subject: str = _var("GUARDSTREAM_NOTIFY_VAPID_SUBJECT", _text, "mailto:guardstream@localhost",
+                                     "contact push services see in the VAPID signature (mailto: or https: URL)")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -347,6 +393,9 @@ class Settings:
             raise ConfigError("KAFKA_SASL_USERNAME", "SASL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         if bool(self.mqtt_client_cert) != bool(self.mqtt_client_key):
             raise ConfigError("MQTT_CLIENT_KEY", "MQTT_CLIENT_CERT and MQTT_CLIENT_KEY go together")
+        if self.notify_sms_url and not (self.notify_sms_account and self.notify_sms_token and self.notify_sms_from):
+            raise ConfigError("GUARDSTREAM_NOTIFY_SMS_ACCOUNT", "SMS needs GUARDSTREAM_NOTIFY_SMS_ACCOUNT, "
+                              "GUARDSTREAM_NOTIFY_SMS_TOKEN and GUARDSTREAM_NOTIFY_SMS_FROM")
 
     @property
     def embedded(self) -> bool:

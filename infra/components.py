@@ -28,6 +28,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component("sink", ("sink",), "priority topics, geofences, devices, dead letters, alert actions -> PostgreSQL"),
     Component("gateway", ("gateway",), "WebSocket push feed (JWT, tenants, resume) and the live dashboard",
               serves_http=True, verifies_tokens=True),
+    Component("notifier", ("notifier",), "events.critical -> email, webhook, SMS and Web Push, escalated until acknowledged"),
 )
 
 # The secret that signs client tokens: only a component that verifies tokens is given it.

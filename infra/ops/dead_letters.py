@@ -38,7 +38,9 @@ from guardstream.timespec import iso
 REPLAYED_FROM = "dlq.replayed_from"
 MSG_ID = "msg.id"
 MQTT_STAGE = "bridge"
-STAGES = ("bridge", "commands", "validate", "sink")
+STAGES = ("bridge", "commands", "validate", "sink", "notify")
+# Their letters hold a notification that was never delivered, not a record to put back in a topic.
+NOT_REPLAYABLE = frozenset({"notify"})
 SUMMARY_COLUMNS = ["stage", "reason", "count", "first", "last"]
 LETTER_COLUMNS = ["dlq", "time", "stage", "reason", "source", "key", "detail", "payload"]
 PREVIEW_CHARS = 80
@@ -49,13 +51,13 @@ Headers = list[tuple[str, bytes | None]]
 def topic_of_stage(stage: str) -> str:
     """The dead-letter topic a stage writes to."""
     return {"bridge": TOPICS.dlq_bridge, "commands": TOPICS.dlq_bridge, "validate": TOPICS.dlq_validate,
-            "sink": TOPICS.dlq_sink}[stage].name
+            "sink": TOPICS.dlq_sink, "notify": TOPICS.dlq_notify}[stage].name
 
 
 def topics_for(stage: str | None) -> list[str]:
     if stage is not None:
         return [topic_of_stage(stage)]
-    return [TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name]
+    return [TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name, TOPICS.dlq_notify.name]
 
 
 @dataclass(frozen=True)

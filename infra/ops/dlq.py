@@ -26,7 +26,8 @@ from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 
-from .dead_letters import (MQTT_STAGE, Headers, Letter, Reinjection, Replayed, Skip, binding_changed, plan, selected,
+from .dead_letters import (MQTT_STAGE, NOT_REPLAYABLE, Headers, Letter, Reinjection, Replayed, Skip, binding_changed,
+                           plan, selected,
                            source_position, topics_for)
 from .state_files import load_json, save_json
 from .topic_reader import TopicReader
@@ -105,6 +106,9 @@ def checkpoint_path(settings: Settings, dlq_topic: str) -> Path:
 def replay(settings: Settings, codec: Codec, selection: Selection, *, dry_run: bool = False) -> ReplayOutcome:
     if selection.stage is None:
         raise InputError("dlq replay needs --stage", reason="bad_stage")
+    if selection.stage in NOT_REPLAYABLE:
+        raise InputError(f"dlq replay: {selection.stage} letters are undelivered notifications, not records to put "
+                         "back; the notifications table holds them (status 'dead')", reason="bad_stage")
     dlq_topic = topics_for(selection.stage)[0]
     path = checkpoint_path(settings, dlq_topic)
     with TopicReader(settings) as reader:

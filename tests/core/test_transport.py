@@ -68,6 +68,7 @@ def _component(command, **env):
     ("worker", {}, "KAFKA_SECURITY_PROTOCOL"),
     ("sink", {}, "KAFKA_SECURITY_PROTOCOL"),
     ("lag-exporter", {}, "KAFKA_SECURITY_PROTOCOL"),
+    ("notifier", {}, "KAFKA_SECURITY_PROTOCOL"),
     ("bridge", {"KAFKA_SECURITY_PROTOCOL": "ssl"}, "MQTT_URL"),
     ("commands", {"KAFKA_SECURITY_PROTOCOL": "ssl"}, "MQTT_URL"),
     ("gateway", {"KAFKA_SECURITY_PROTOCOL": "ssl"}, "GUARDSTREAM_GATEWAY_TLS_CERT"),

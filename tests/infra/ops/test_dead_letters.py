@@ -22,7 +22,8 @@ def _letter(offset, stage="validate", reason="not_json", source=("raw.x", 2, 40)
 def test_stages_map_to_their_topics():
     assert topic_of_stage("bridge") == topic_of_stage("commands") == TOPICS.dlq_bridge.name
     assert topics_for("sink") == [TOPICS.dlq_sink.name]
-    assert len(topics_for(None)) == 3
+    assert topics_for("notify") == [TOPICS.dlq_notify.name]
+    assert len(topics_for(None)) == 4
 
 
 @pytest.mark.parametrize("stage, reason, since, chosen", [
@@ -108,3 +109,12 @@ def test_a_bridge_letter_goes_back_to_its_mqtt_topic_with_its_mqtt_properties():
     assert step.via_mqtt and step.topic == "guard/g-1/gps" and step.payload == b"{bad"
     assert step.headers == [("mqtt.content_type", b"application/json"), ("mqtt.user.fw", b"2.1"),
                             (REPLAYED_FROM, f"{TOPICS.dlq_bridge.name}/0/3".encode())]
+
+
+def test_notify_letters_are_inspected_but_never_replayed(tmp_path):
+    from guardstream.errors import InputError
+    from guardstream.infra.ops.dlq import Selection, replay
+    from guardstream.settings import Settings
+    with pytest.raises(InputError, match="undelivered notifications") as caught:
+        replay(Settings(state_dir=tmp_path), None, Selection(stage="notify"))
+    assert caught.value.reason == "bad_stage"
