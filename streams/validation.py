@@ -607,5 +607,12 @@ _CONTRACTS: dict[RawKind, _Contract] = {
     RawKind.SYSTEM: _Contract(_SystemWire, SYSTEM_HEALTH, _system_health, has_presence=True),
 }
 SCHEMA_FOR_KIND = {kind: contract.schema for kind, contract in _CONTRACTS.items()}
+
+
+def payload_fields(kind: RawKind) -> frozenset[str]:
+    """The payload fields the contract of ``kind`` reads, in either dialect."""
+    return _CONTRACTS[kind].names
+
+
 # raw.system records whose MQTT topic ends in /online or /offline
 _PRESENCE = _Contract(_PresenceWire, SYSTEM_HEALTH, _presence_health)
