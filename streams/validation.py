@@ -609,11 +609,14 @@ class _Contract:
     decoder: msgspec.json.Decoder = field(init=False)
     fields: tuple[mi.Field, ...] = field(init=False)
     names: frozenset[str] = field(init=False)  # the payload fields the contract names
+    key_pattern: re.Pattern[bytes] = field(init=False)  # finds '"name":' of each of them
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoder", msgspec.json.Decoder(self.wire_type))
         object.__setattr__(self, "fields", mi.type_info(self.wire_type).fields)
         object.__setattr__(self, "names", frozenset(f.encode_name for f in self.fields))
+        keys = b"|".join(re.escape(name.encode()) for name in sorted(self.names))
+        object.__setattr__(self, "key_pattern", re.compile(b'"(' + keys + b')"[ \t\n\r]*:'))
 
 
 _CONTRACTS: dict[RawKind, _Contract] = {

@@ -247,6 +247,8 @@ def test_a_topic_no_contract_names_is_a_dead_letter_with_unknown_kind(kind: RawK
     (RawKind.ALERT, b'{"ts": 1795000000000, "ts": 1795000000001}'),
     (RawKind.SYSTEM, b'{"ts": 1795000000000, "status": "OK", "metrics": {"a": 1}, "status": "DOWN"}'),
     (RawKind.GUARD, b'{"ts": 1795000000000, "lat": "1", "lat": 1, "lon": 2}'),  # slow path too
+    (RawKind.GUARD, b'{"ts": 1795000000000, "lat": 91, "l\\u0061t": 52.0, "lon": 2}'),  # an escaped key
+    (RawKind.GUARD, b'{"ts": 1795000000000, "x": {"lat": 1}, "lat": 1, "lat": 2, "lon": 2}'),
 ])
 def test_a_repeated_field_is_refused(kind: RawKind, raw: bytes) -> None:
     assert run(kind, raw).reason == "duplicate_key"
