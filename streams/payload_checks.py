@@ -106,21 +106,22 @@ def _refuse_duplicates(repeated: list[str], contract: _Contract) -> None:
         raise reject("duplicate_key", f"field {named[0]!r} appears more than once")
 
 
-def check_no_duplicates(payload: bytes, values: tuple[Any, ...], colons: int, contract: _Contract) -> None:
+def check_no_duplicates(payload: bytes, wire: _Wire, values: tuple[Any, ...], colons: int,
+                        contract: _Contract) -> None:
     """Refuse a payload that repeats a field the contract names, which the fast decoder reads last-wins.
 
     Cheap first (``validate`` does the first step): every key of an object is followed by one
     colon, and outside strings colons are nothing else. A payload with as many colons as the
-    Struct has fields set (``values``), plus the colons inside their string values, has no key
-    it does not use, so none twice. Otherwise (an unknown or null field, a nested object, a colon
+    Struct has fields set (``values``), plus those inside an ISO time, has no key it does not
+    use, so none twice. Otherwise (an unknown or null field, a nested object, a colon
     in other text) every ``"name":`` of a field the contract names is found with one regular
     expression: a key at the top level is always written so, unless escaped (``\\u``), and
     inside strings quotes are escaped, so distinct finds mean no repeat. A payload with a
     repeat there (perhaps in a nested object) is decoded exactly.
     """
-    present = len(values) - values.count(None)
-    if colons == present + sum(v.count(":") for v in values if v.__class__ is str):
-        return
+    ts = wire.ts if wire.timestamp is None else wire.timestamp
+    if ts.__class__ is str and colons == len(values) - values.count(None) + ts.count(":"):
+        return  # an ISO time holds the usual colons in text
     if b"\\u" not in payload:
         keys = contract.key_pattern.findall(payload)
         if len(keys) == len(set(keys)):

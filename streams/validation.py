@@ -288,7 +288,7 @@ def validate(kind: RawKind, payload: bytes, meta: RawMeta, policy: Policy) -> Va
                 values = msgspec.structs.astuple(wire)
                 colons = payload.count(b":")
                 if colons != len(values) - values.count(None):
-                    check_no_duplicates(payload, values, colons, contract)
+                    check_no_duplicates(payload, wire, values, colons, contract)
         record = contract.build(wire, meta, policy)
     except InputError as exc:
         return Refused(exc.reason, clip(exc.detail))
