@@ -255,6 +255,8 @@ class _AlertWire(_PositionWire):
 class _PresenceWire(_Wire):
     """What a presence message (``.../online``, ``.../offline``) may carry besides its topic."""
 
+    status: str | None = None  # online or offline, when the topic does not say
+
 
 class _SystemWire(_Wire):
     status: str
@@ -281,8 +283,12 @@ def validate(kind: RawKind, payload: bytes, meta: RawMeta, policy: Policy) -> Va
             try:
                 wire = contract.decoder.decode(payload)
             except (msgspec.MsgspecError, RecursionError):
-                # Refused on the fast path: decode again, slowly, to name the reason.
-                wire = decode_slowly(payload, contract)
+                word = payload.strip().lower().decode("ascii", "replace") if contract.bare_presence else ""
+                if word in PRESENCE_STATUS:  # a last will on a telemetry topic: bare "offline"
+                    contract, wire = _PRESENCE, _PresenceWire(status=word)
+                else:
+                    # Refused on the fast path: decode again, slowly, to name the reason.
+                    wire = decode_slowly(payload, contract)
             else:
                 # (inline: the fast path pays for every call)
                 values = msgspec.structs.astuple(wire)
@@ -584,12 +590,13 @@ def _presence(mqtt_topic: str | None) -> str | None:
 
 
 def _presence_health(wire: _PresenceWire, meta: RawMeta, policy: Policy) -> SystemHealth:
-    """A device's last will or birth message: its topic says online or offline.
+    """A device's last will or birth message: its topic says online or offline (or, on a
+    telemetry topic such as ``device/{id}/status``, its bare text payload).
 
     A last will is stored by the broker when the device connects, so any time it carries is
     stale or absent: without a usable one, the bridge's receipt time (``ts_source`` received).
     """
-    presence = _presence(meta.mqtt_topic) or "offline"
+    presence = _presence(meta.mqtt_topic) or (wire.status if wire.status in PRESENCE_STATUS else "offline")
     tenant, device_id = _tenant(wire, policy), _device_id(wire, meta)
     ts_ms, ts_source = _ts_or_received(wire, meta, policy)
     return system_health(
@@ -606,6 +613,7 @@ class _Contract:
     build: Callable[[Any, RawMeta, Policy], dict[str, Any]]
     takes_any_topic: bool = False  # records of a catch-all bridge rule still fit (alerts name their kind)
     has_presence: bool = False  # records of presence topics (.../online, .../offline) have their own contract
+    bare_presence: bool = False  # a bare "online" or "offline" payload is a presence message
     decoder: msgspec.json.Decoder = field(init=False)
     fields: tuple[mi.Field, ...] = field(init=False)
     names: frozenset[str] = field(init=False)  # the payload fields the contract names
@@ -620,7 +628,7 @@ class _Contract:
 
 
 _CONTRACTS: dict[RawKind, _Contract] = {
-    RawKind.DEVICE: _Contract(_TelemetryWire, TELEMETRY, _telemetry),
+    RawKind.DEVICE: _Contract(_TelemetryWire, TELEMETRY, _telemetry, bare_presence=True),
     RawKind.GUARD: _Contract(_GuardWire, GUARD_POSITION, _guard_position),
     RawKind.SENSOR: _Contract(_SensorWire, SENSOR_READING, _sensor_reading),
     RawKind.ALERT: _Contract(_AlertWire, DEVICE_ALERT, _device_alert, takes_any_topic=True),

@@ -66,7 +66,7 @@ def test_the_older_fleets_messages_land_with_nothing_lost(applied, run_component
     base = random.randrange(10 ** 8, 10 ** 9) * 100  # integer ids, as the older fleet has them
     ids = {name: base + i for i, name in enumerate(
         ["gps", "location", "telemetry", "status", "heartbeat", "panic", "downgrade", "presence", "catch_all",
-         "sos_deep", "dup", "nul", "typed"])}
+         "sos_deep", "dup", "nul", "typed", "status_will"])}
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=30)
     when, when_ms = _iso(moment), int(moment.timestamp() * 1000)
     published = [
@@ -84,6 +84,7 @@ def test_the_older_fleets_messages_land_with_nothing_lost(applied, run_component
         # issue 20: a payload that would downgrade a panic
         (f"alert/panic/{ids['downgrade']}", {"kind": "low_battery", "severity": "low", "timestamp": when}),
         (f"device/{ids['presence']}/offline", b"offline"),
+        (f"device/{ids['status_will']}/status", b"offline"),  # a last will on the status topic
         (f"device/{ids['catch_all']}/battery", {"battery": 10, "timestamp": when}),
         (f"alert/sos/{ids['sos_deep']}/button", {"timestamp": when, "guard_id": ids["sos_deep"]}),
         (f"guard/{ids['dup']}/gps", b'{"ts": %d, "lat": 1, "lon": 2, "tenant": "acme", "tenant": "globex"}'
@@ -140,6 +141,12 @@ def test_the_older_fleets_messages_land_with_nothing_lost(applied, run_component
 
     presence = one("system_health", "presence")
     assert (presence["status"], presence["detail"], presence["ts_source"]) == ("DOWN", "offline", "received")
+    will = one("system_health", "status_will")
+    assert (will["status"], will["detail"], will["ts_source"]) == ("DOWN", "offline", "received")
+    # a device that went offline reaches the control room as the system_degraded rule's alert
+    wait_until(lambda: _rows(url, "SELECT kind FROM device_alerts WHERE device_id = %s", str(ids["presence"])),
+               30, "the offline device's alert")
+    assert one("device_alerts", "presence")["kind"] == "SYSTEM_DEGRADED"
 
     letters = {row["key"].decode(): row for row in _rows(
         url, "SELECT * FROM dead_letters WHERE convert_from(key, 'UTF8') = ANY(%s)", mine)}

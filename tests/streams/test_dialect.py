@@ -226,6 +226,15 @@ def test_presence_messages_become_device_health(topic, payload, status, ts_ms, s
     assert (record["ts_ms"], record["ts_source"]) == (ts_ms, source)
 
 
+@pytest.mark.parametrize(("payload", "status"), [(b"offline", "DOWN"), (b"Online\n", "OK")])
+def test_a_bare_last_will_on_a_telemetry_topic_is_a_presence_message(payload: bytes, status: str) -> None:
+    result = run(RawKind.DEVICE, payload, "device/123/status")
+    record = through_avro(result)
+    assert result.schema == "guardstream.SystemHealth"
+    assert (record["device_id"], record["status"], record["ts_source"]) == ("123", status, "received")
+    assert run(RawKind.DEVICE, b"gone", "device/123/status").reason == "not_json"
+
+
 def test_a_presence_payload_still_names_its_tenant_once() -> None:
     assert run(RawKind.SYSTEM, b'{"tenant": "a", "tenant": "b"}', "device/123/offline").reason == "duplicate_key"
 
