@@ -7,7 +7,8 @@ A device's MQTT username is its device id (its password comes from the password 
   or ``GUARDSTREAM_BRIDGE_RULES``): a rule whose id is its last segment gives exactly that
   topic (``alert/+/ID``); one that goes on after the id gives everything under it
   (``guard/ID/#``), unless that would cover a command topic, in which case only the rule's
-  own shape (``device/ID/telemetry``). System health topics are the components', not a device's;
+  own shape (``device/ID/telemetry``; a catch-all such as ``device/ID/#`` then gives nothing
+  beyond the other rules' shapes). System health topics are the components', not a device's;
 * **subscribe** to its own command topic (``device/ID/cmd``) and nothing else.
 
 A grant that would still cover a command topic is left out and reported, never written.
@@ -22,8 +23,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import COMMAND_TOPIC, Rule
+
+SYSTEM_PREFIX = "system"  # components' health topics: no device publishes there
 
 _PLACEHOLDER = re.compile(r"^\{([a-z_]+)\}$")
 
@@ -40,7 +42,9 @@ def covers(topic_filter: str, topic: str) -> bool:
 
 
 def _device_rules(rules: Iterable[Rule]) -> list[Rule]:
-    return [r for r in rules if r.kafka_topic != TOPICS.raw_system.name]
+    """Rules whose topic names a device: not the components' health topics (``system/...``), nor a
+    catch-all with no id in it (``alert/#``, the id in the payload: a device cannot be told apart)."""
+    return [r for r in rules if r.prefix != SYSTEM_PREFIX and r.key and "{" + r.key + "}" in r.segments]
 
 
 def _shape(rule: Rule, device_id: str, upto: int | None = None) -> str:
@@ -68,7 +72,10 @@ def device_grants(rules: Iterable[Rule], device_id: str) -> Grants:
         wide = _shape(rule, device_id, at + 1) + ("/#" if at + 1 < len(rule.segments) else "")
         grant = wide if not covers(wide, command) else _shape(rule, device_id)
         if covers(grant, command):
-            left_out.append(grant)
+            if not rule.is_catch_all:
+                left_out.append(grant)
+            # a catch-all under the device's own prefix (device/ID/#) would reach its command topic:
+            # the device keeps the shapes the other rules name, and nothing more
         elif grant not in publish:
             publish.append(grant)
     return Grants(tuple(publish), (command,), tuple(left_out))

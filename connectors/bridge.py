@@ -45,10 +45,10 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from guardstream.catalog import TOPICS
 from guardstream.connectors.acks import OrderedAcks, Ticket
-from guardstream.connectors.mapping import Rule, load_rules
+from guardstream.connectors.mapping import Rule, load_rules, subscription_filters
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
-from guardstream.connectors.raw import Divert, Forward, Incoming, decide
+from guardstream.connectors.raw import Divert, Forward, Incoming, Skip, decide
 from guardstream.kafka import produce, producer_config
 from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
@@ -85,7 +85,7 @@ def now_ms() -> int:
 def subscriptions(rules: tuple[Rule, ...], settings: Settings) -> list[tuple[str, int]]:
     """(filter, qos) per rule, in the shared-subscription group when MQTT 5 has one."""
     group = settings.bridge_shared_group if is_v5(settings) else ""
-    return [(f"$share/{group}/{r.mqtt_filter}" if group else r.mqtt_filter, r.subscribe_qos) for r in rules]
+    return [(f"$share/{group}/{f}" if group else f, qos) for f, qos in subscription_filters(rules)]
 
 
 def lanes(rules: tuple[Rule, ...]) -> list[tuple[str, tuple[Rule, ...]]]:
@@ -244,6 +244,8 @@ class Bridge:
             produce(self.producer, decision.kafka_topic, decision.value, decision.key, headers=decision.headers,
                     on_delivery=self._delivered(ticket, received, self._child(self.metrics.forwarded, decision.prefix)),
                     wait_s=QUEUE_WAIT_S)
+        elif isinstance(decision, Skip):  # our own command topic: acknowledged, not forwarded
+            self._on_delivery(ticket, received, self._child(self.metrics.skipped, decision.prefix), None, None)
         else:
             self._dead_letter(decision, incoming, ticket, received)
         if received - self._last_polled >= SERVE_REPORTS_S:

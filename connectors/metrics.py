@@ -20,6 +20,7 @@ class BridgeMetrics:
     connected: Gauge
     reconnects: Counter
     redelivered: Counter
+    skipped: Counter
 
     @classmethod
     def create(cls) -> BridgeMetrics:
@@ -43,6 +44,9 @@ class BridgeMetrics:
                                ["side"], registry=r),
             redelivered=Counter("guardstream_bridge_redelivered_total",
                                 "Messages the broker delivered again (MQTT DUP flag).", registry=r),
+            skipped=Counter("guardstream_bridge_skipped_total",
+                            "Messages on topics guardstream publishes itself (device commands), not forwarded.",
+                            ["topic"], registry=r),
         )
 
 

@@ -46,6 +46,13 @@ class Divert:
     prefix: str = "unknown"
 
 
+@dataclass(frozen=True)
+class Skip:
+    """Not forwarded, and not refused: a topic guardstream publishes itself (the command topic)."""
+
+    prefix: str
+
+
 def message_id(topic: str | None, payload: bytes) -> str:
     """Deterministic id: the broker redelivering a message gives it the same id.
 
@@ -74,7 +81,8 @@ def headers_for(message: Incoming, bridge_id: str, msg_id: str) -> Headers:
     return headers
 
 
-def decide(message: Incoming, rules: tuple[Rule, ...], bridge_id: str, max_payload_bytes: int) -> Forward | Divert:
+def decide(message: Incoming, rules: tuple[Rule, ...], bridge_id: str,
+           max_payload_bytes: int) -> Forward | Divert | Skip:
     msg_id = message_id(message.topic, message.payload)
     headers = headers_for(message, bridge_id, msg_id)
     if message.topic is None:
@@ -86,6 +94,10 @@ def decide(message: Incoming, rules: tuple[Rule, ...], bridge_id: str, max_paylo
         # the metric label must not be whatever a publisher chose: known prefixes only
         prefix = first if first in {r.prefix for r in rules} else "other"
         return Divert(Refused.of(exc), headers, prefix)
+    if found.own:
+        return Skip(found.rule.prefix)
+    if found.rule.is_catch_all:  # the stream worker decides what it is (unknown_kind if nothing)
+        headers.append(("bridge.catch_all", found.rule.pattern.encode()))
     if len(message.payload) > max_payload_bytes:
         return Divert(Refused("oversize", f"payload of {len(message.payload)} bytes exceeds the limit of "
                               f"{max_payload_bytes}"), headers, found.rule.prefix)

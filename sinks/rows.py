@@ -9,6 +9,8 @@ record types.
 
 Tables and their columns (:data:`TABLES`) mirror ``infra/migrations``; each
 column carries its PostgreSQL type so the shell can type its (binary) COPY.
+A field a record written with an older schema version lacks takes its schema default
+(``ts_source`` ``device``, the rest null).
 Times arrive as epoch milliseconds UTC and leave as aware ``datetime`` values
 (timestamptz); the ``*_ms`` columns keep the exact milliseconds. JSON columns
 get parsed values (a dict, a GeoJSON object).
@@ -55,15 +57,18 @@ def _event_table(name: str, *columns: tuple[str, str]) -> Table:
 
 
 DEVICE_TELEMETRY = _event_table("device_telemetry", ("battery_pct", "float8"), ("charging", "bool"),
-                                ("signal_dbm", "int4"), ("temperature_c", "float8"), ("firmware", "text"))
+                                ("signal_dbm", "int4"), ("temperature_c", "float8"), ("firmware", "text"),
+                                ("signal_pct", "float8"))
 GUARD_POSITIONS = _event_table("guard_positions", ("lat", "float8"), ("lon", "float8"), ("accuracy_m", "float8"),
                                ("speed_mps", "float8"), ("heading_deg", "float8"), ("altitude_m", "float8"),
                                ("fences", "text[]"), ("in_site", "bool"), ("violation", "bool"))
 SENSOR_READINGS = _event_table("sensor_readings", ("kind", "text"), ("site_id", "text"), ("value", "float8"),
                                ("unit", "text"), ("state", "text"))
-SYSTEM_HEALTH = _event_table("system_health", ("status", "text"), ("detail", "text"), ("metrics", "jsonb"))
+SYSTEM_HEALTH = _event_table("system_health", ("status", "text"), ("detail", "text"), ("metrics", "jsonb"),
+                             ("ts_source", "text"))
 DEVICE_ALERTS = _event_table("device_alerts", ("kind", "text"), ("severity", "text"), ("lat", "float8"),
-                             ("lon", "float8"), ("message", "text"), ("rule", "text"), ("cause_event_id", "text"))
+                             ("lon", "float8"), ("message", "text"), ("rule", "text"), ("cause_event_id", "text"),
+                             ("ts_source", "text"), ("claimed_kind", "text"), ("claimed_severity", "text"))
 GEOFENCE_EVENTS = _event_table("geofence_events", ("fence_id", "text"), ("fence_kind", "text"),
                                ("transition", "text"), ("lat", "float8"), ("lon", "float8"), ("dwell_ms", "int8"),
                                ("cause", "text"))
@@ -152,7 +157,7 @@ def _head(record: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _telemetry(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return _head(r) + (r.get("battery_pct"), r.get("charging"), r.get("signal_dbm"), r.get("temperature_c"),
-                       r.get("firmware"))
+                       r.get("firmware"), r.get("signal_pct"))
 
 
 def _guard_position(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -166,12 +171,14 @@ def _sensor_reading(r: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _system_health(r: Mapping[str, Any]) -> tuple[Any, ...]:
-    return _head(r) + (r["status"], r.get("detail"), dict(r.get("metrics") or {}))
+    return _head(r) + (r["status"], r.get("detail"), dict(r.get("metrics") or {}),
+                       r.get("ts_source", "device"))
 
 
 def _device_alert(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return _head(r) + (r["kind"], r["severity"], r.get("lat"), r.get("lon"), r.get("message"), r.get("rule"),
-                       r.get("cause_event_id"))
+                       r.get("cause_event_id"), r.get("ts_source", "device"), r.get("claimed_kind"),
+                       r.get("claimed_severity"))
 
 
 def _geofence_event(r: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -84,7 +84,7 @@ def meta_of(record: RawRecord) -> RawMeta:
     msg_id = record.header("msg.id") or f"{record.topic}/{record.partition}/{record.offset}"
     received = record.header("received_ms")
     return RawMeta(key=record.key.decode("utf-8", "replace") if record.key else None,
-                   mqtt_topic=record.header("mqtt.topic"), msg_id=msg_id,
+                   mqtt_topic=record.header("mqtt.topic"), catch_all=record.header("bridge.catch_all"), msg_id=msg_id,
                    received_ms=int(received) if received and received.isdigit() else record.timestamp_ms,
                    source_topic=record.topic, partition=record.partition, offset=record.offset)
 

@@ -42,7 +42,8 @@ def test_covers_follows_mqtt_wildcards(topic_filter, topic, expected):
 
 def test_a_device_gets_its_own_shapes_and_its_command_topic():
     grants = device_grants(DEFAULT_RULES, "g1")
-    assert grants.publish == ("device/g1/telemetry", "guard/g1/#", "sensor/g1/#", "alert/+/g1")
+    assert grants.publish == ("device/g1/telemetry", "device/g1/status", "device/g1/heartbeat", "guard/g1/#",
+                              "sensor/g1/#", "alert/+/g1", "device/g1/online", "device/g1/offline", "alert/+/g1/#")
     assert grants.subscribe == ("device/g1/cmd",) and grants.left_out == ()
 
 
@@ -143,7 +144,7 @@ def test_the_files_hold_the_enabled_devices_only(broker):
     assert report.refused == [("AA:BB", "':' cannot be in a password file user name")]
     users = {line.split(":")[0] for line in report.passwd.read_text().splitlines()}
     assert users == {"svc", "g1", "g2"}
-    assert oct(os.stat(report.passwd).st_mode & 0o777) == "0o600" and "off" not in report.acl.read_text()
+    assert oct(os.stat(report.passwd).st_mode & 0o777) == "0o600" and "user off" not in report.acl.read_text()
 
 
 def test_a_device_is_refused_in_other_devices_topics_and_in_command_topics(broker):

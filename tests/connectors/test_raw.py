@@ -1,6 +1,6 @@
 from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import DEFAULT_RULES
-from guardstream.connectors.raw import Divert, Forward, Incoming, decide, message_id
+from guardstream.connectors.raw import Divert, Forward, Incoming, Skip, decide, message_id
 
 
 def _msg(topic="guard/g-1/gps", payload=b'{"lat": 1}', **kw):
@@ -46,3 +46,16 @@ def test_alerts_get_a_lane_of_their_own():
     assert TOPICS.raw_alert.name not in by_lane["main"] and len(by_lane["main"]) == 4
     assert [name for name, _ in lanes(tuple(r for r in DEFAULT_RULES
                                             if r.kafka_topic != TOPICS.raw_alert.name))] == ["main"]
+
+
+def test_a_topic_no_rule_names_is_forwarded_with_its_catch_all_rule_in_a_header():
+    out = decide(_msg(topic="device/123/battery"), DEFAULT_RULES, "b1", 1024)
+    assert isinstance(out, Forward) and (out.kafka_topic, out.key) == (TOPICS.raw_device.name, b"123")
+    headers = dict(out.headers)
+    assert headers["mqtt.topic"] == b"device/123/battery"
+    assert headers["bridge.catch_all"] == b"device/{device_id}/#"
+    assert "bridge.catch_all" not in dict(decide(_msg(), DEFAULT_RULES, "b1", 1024).headers)
+
+
+def test_the_command_topic_is_skipped_not_refused():
+    assert decide(_msg(topic="device/123/cmd"), DEFAULT_RULES, "b1", 1024) == Skip("device")
