@@ -335,9 +335,15 @@ class Worker:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         now = now_ms()
         # devices past the horizon are forgotten, never silent: this memory grew with every device id ever seen
-        for device in forgotten_devices(self.state.last_seen, now, self.horizon_ms, self.registered):
+        forgotten = forgotten_devices(self.state.last_seen, now, self.horizon_ms, self.registered)
+        for device in forgotten:
             del self.state.last_seen[device]
             self._alerted.pop(device, None)
+        if forgotten:  # their fence and rule state too, in the changelog with the next checkpoint's writes
+            entry = InFlight([])
+            self._in_flight.append(entry)
+            entry.remaining += self.store.evict(forgotten, functools.partial(self._delivered, entry))
+            entry.sealed = True
         self.metrics.devices.labels("last_seen").set(len(self.state.last_seen))
         alerts = silent_devices(self.state.last_seen, now, self._alerted, self.rules)
         for alert in alerts:
