@@ -87,6 +87,8 @@ QUEUE_WAIT_S = math.inf
 SERVE_REPORTS_S = 0.001
 # The kafka-poll thread serves delivery reports when the MQTT thread has not for this long.
 IDLE_POLL_S = 0.02
+# How often the main thread checks that every lane's threads still run.
+THREAD_CHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -156,6 +158,7 @@ class Bridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self._poller: threading.Thread | None = None
+        self._network: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Bridge:
                                      f"the {self.lane} lane's Kafka poller")
         connect(self.client, self.settings, persistent=True, receive_maximum=self.settings.bridge_max_inflight)
         self.client.loop_start()
+        self._network = getattr(self.client, "_thread", None)  # paho's loop thread (paho is pinned)
 
     def ready(self) -> tuple[bool, str]:
         if self.fatal is not None:
@@ -173,6 +177,16 @@ class Bridge:
         if not self.kafka_ok.is_set():
             return False, "Kafka not reachable"
         return True, ""
+
+    def check_threads(self) -> None:
+        """Fail the lane when one of its threads has ended while it runs: paho's network thread
+        can end on an error of its own, outside any callback of ours."""
+        if self.stopping.is_set():
+            return
+        for name, thread in (("MQTT network", self._network), ("Kafka poll", self._poller)):
+            if thread is not None and not thread.is_alive():
+                log.error("%s lane: its %s thread ended; stopping so the supervisor restarts us", self.lane, name)
+                self._fail(RuntimeError(f"{name} thread ended"))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking messages, let in-flight records reach Kafka and their acks reach MQTT."""
@@ -429,7 +443,9 @@ def run(settings: Settings) -> int:
         bridge.start()
     log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, masked_url(settings.mqtt_url),
              settings.kafka_bootstrap_servers)
-    stopping.wait()
+    while not stopping.wait(THREAD_CHECK_S):
+        for bridge in bridges:
+            bridge.check_threads()
     for bridge in bridges:
         bridge.stop()
     if endpoints:

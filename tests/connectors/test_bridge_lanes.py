@@ -175,3 +175,18 @@ def test_a_failed_lane_makes_readyz_fail(applied, unique, tmp_path, monkeypatch)
     finally:
         lane.stop()
         endpoints.close()
+
+
+def test_a_network_thread_that_ended_fails_the_lane(applied, unique, tmp_path):
+    settings = applied.replace(bridge_id=f"b-{unique}", bridge_shared_group=f"g-{unique}", state_dir=tmp_path)
+    lane = Bridge(settings, Codec(FileRegistry.load()), BridgeMetrics.create(), DEFAULT_RULES, "main")
+    lane.start()
+    try:
+        wait_until(lambda: lane.ready()[0], 30, "lane ready")
+        lane.check_threads()
+        assert lane.ready() == (True, "")
+        lane.client.loop_stop()  # the network thread ends while the lane runs, as on an error inside paho
+        lane.check_threads()
+        assert lane.stopping.is_set() and not lane.ready()[0]
+    finally:
+        lane.stop()
