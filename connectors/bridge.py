@@ -43,6 +43,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -361,11 +362,11 @@ class Bridge:
                 headers += decision.headers
         try:
             produce(self.producer, topic, value, key, headers=headers,
-                    on_delivery=lambda error, record: self._on_delivery(sent, error), wait_s=QUEUE_WAIT_S)
+                    on_delivery=partial(self._on_delivery, sent), wait_s=QUEUE_WAIT_S)
         except KafkaException as exc:  # e.g. larger than message.max.bytes: refused before it was queued
             self._undeliverable(sent, error_text(exc))
 
-    def _on_delivery(self, sent: Sent, error: KafkaError | None) -> None:
+    def _on_delivery(self, sent: Sent, error: KafkaError | None, record: object) -> None:
         if error is not None:
             # retries have no deadline, so what ends up here is final for this record
             if error.fatal():
