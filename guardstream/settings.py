@@ -233,6 +233,13 @@ class Settings:
     bridge_linger_ms: int = _var("GUARDSTREAM_BRIDGE_LINGER_MS", _int_range(0, 1000), 10,
                                  "how long the bridge lets a record wait for others to share a produce "
                                  "request (throughput against latency; alerts never wait)")
+    bridge_user_properties_max: int = _var("GUARDSTREAM_BRIDGE_USER_PROPERTIES_MAX", _int_range(0, 1000), 32,
+                                           "MQTT 5 user properties copied into a record's headers, at most "
+                                           "(the rest are dropped and counted)")
+    bridge_user_properties_bytes_max: int = _var("GUARDSTREAM_BRIDGE_USER_PROPERTIES_BYTES_MAX",
+                                                 _int_range(0, 2**20), 8192,
+                                                 "header bytes (names and values) of those user properties, "
+                                                 "at most (the rest are dropped and counted)")
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
     mqtt_auth: bool = _var("GUARDSTREAM_MQTT_AUTH", _bool, False,
@@ -269,6 +276,9 @@ class Settings:
                                  "raw records the stream worker takes per batch, at most")
     worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,
                                      "how long the stream worker waits for the first record of a batch")
+    worker_device_horizon_s: int = _var("GUARDSTREAM_WORKER_DEVICE_HORIZON_S", _int_range(60, 365 * 86400), 86400,
+                                        "a device not heard from for this long is forgotten by the silent-device "
+                                        "check (no DEVICE_SILENT for it); above device_silent.after_minutes")
     rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
                                    "alert rules (TOML; default: streams/rules_default.toml)")
     geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,

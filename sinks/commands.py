@@ -98,6 +98,8 @@ def readiness(sink: Sink) -> ReadyCheck:
     from guardstream.sinks.circuit import State
 
     def ready() -> tuple[bool, str]:
+        if sink.failures:  # a consumer thread ended: not ready until the process exits for a restart
+            return False, f"failed: {sink.failures[0]!r}"
         if not sink.breaker.database_answered or sink.breaker.state is not State.CLOSED:
             return False, f"database unreachable (circuit {sink.breaker.state})"
         try:

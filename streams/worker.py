@@ -43,7 +43,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from guardstream.catalog import TOPICS
-from guardstream.kafka import consumer_config, produce, producer_config, take_batch
+from guardstream.errors import ConfigError
+from guardstream.kafka import consumer_config, error_text, produce, producer_config, take_batch
 from guardstream.records import DEAD_LETTER, DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
@@ -54,7 +55,7 @@ from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
 from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
-from guardstream.streams.rules import Rules, load_rules, silent_devices
+from guardstream.streams.rules import Rules, forgotten_devices, load_rules, silent_devices
 from guardstream.streams.state_store import StateStore
 from guardstream.streams.validation import Policy
 
@@ -102,6 +103,16 @@ def params_from(settings: Settings) -> Params:
     return Params(settings.geofence_exit_margin_m, settings.geofence_exit_fixes, settings.geofence_max_accuracy_m)
 
 
+def check_horizon(horizon_s: int, rules: Rules) -> int:
+    """The device horizon in ms; :class:`ConfigError` when it would forget devices before they are silent."""
+    silent = rules.device_silent
+    if silent.enabled and horizon_s * 1000 <= silent.after_ms:
+        raise ConfigError("GUARDSTREAM_WORKER_DEVICE_HORIZON_S", f"{horizon_s} s is not above "
+                          f"device_silent.after_minutes ({silent.after_minutes:g} min): devices would be forgotten "
+                          "before they could be silent")
+    return horizon_s * 1000
+
+
 def raw_record(message: Any) -> RawRecord:
     return RawRecord(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
                      dict(message.headers() or ()), message.timestamp()[1])
@@ -117,6 +128,7 @@ class Worker:
         self.metrics = metrics
         self.lane = lane
         self.rules = rules or load_rules(settings.rules_file)
+        self.horizon_ms = check_horizon(settings.worker_device_horizon_s, self.rules)
         self.params = params_from(settings)
         self.stopping = stopping
         self.assigned: set[tuple[str, int]] = set()
@@ -136,8 +148,11 @@ class Worker:
         self._next_checkpoint = time.monotonic() + CHECKPOINT_S
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         self.ready_since: float | None = None
+        self.failed: BaseException | None = None  # what ended the lane
 
     def ready(self) -> tuple[bool, str]:
+        if self.failed is not None:
+            return False, f"failed: {self.failed!r}"
         if not self.fences.loaded.is_set():
             return False, "geofences not loaded yet"
         if not self.devices.loaded.is_set():
@@ -217,8 +232,14 @@ class Worker:
 
     def _delivered(self, batch: InFlight, error: KafkaError | None, message: Any) -> None:
         if error is not None:
-            # retries are librdkafka's; what reaches here is final: fail loudly, commit nothing more
-            self._failure = KafkaException(error)
+            # retries are librdkafka's; what reaches here is final for this record. An event
+            # Kafka refuses (too large, invalid) goes on as a dead letter, so one record never
+            # stops the lane; anything else (state, a dead letter, a fatal client) fails loudly
+            # and commits nothing more
+            if not error.fatal() and _is_event(message.topic()):
+                self._refused_output(batch, message.topic(), message.value(), message.key(), error.str())
+            else:
+                self._failure = KafkaException(error)
         batch.remaining -= 1
 
     def _commit_acknowledged(self, asynchronous: bool = True) -> None:
@@ -270,9 +291,23 @@ class Worker:
     def _produce(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None,
                  headers: list | None = None) -> None:
         on_delivery = functools.partial(self._delivered, batch) if batch is not None else None
-        produce(self.producer, topic, value, key, headers=headers, on_delivery=on_delivery)
+        try:
+            produce(self.producer, topic, value, key, headers=headers, on_delivery=on_delivery)
+        except KafkaException as exc:  # refused before it was queued, e.g. over message.max.bytes
+            if not _is_event(topic):
+                raise
+            self._refused_output(batch, topic, value, key, error_text(exc))
+            return
         if batch is not None:
             batch.remaining += 1
+
+    def _refused_output(self, batch: InFlight | None, topic: str, value: bytes, key: bytes | None, why: str) -> None:
+        """An event Kafka refused for good: a dead letter (stage ``route``) in its place."""
+        log.warning("Kafka refused an event for %s: %s; sending it on as a dead letter", topic, why)
+        self.metrics.dead_letters.labels("produce_refused").inc()
+        letter, headers = dead_letter("route", "produce_refused", f"Kafka refused the event for {topic}: {why}",
+                                      Source(topic, key=key), value or b"", now_ms())
+        self._produce(batch, TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), key, headers)
 
     def _count(self, outcome: Outcome, records: list[RawRecord], started: float) -> None:
         m = self.metrics
@@ -301,15 +336,36 @@ class Worker:
             m.devices.labels(store).set(len(values))
         m.registry_devices.set(len(self.devices.registry.entries))
 
+    def registered(self) -> frozenset[str]:
+        """Devices watched however long they are silent: the registry's enabled ones."""
+        return frozenset(device for device, entry in self.devices.registry.entries.items() if entry.enabled)
+
     def _check_silent(self) -> None:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
-        alerts = silent_devices(self.state.last_seen, now_ms(), self._alerted, self.rules)
+        now = now_ms()
+        # devices past the horizon are forgotten, never silent: this memory grew with every device id ever seen
+        forgotten = forgotten_devices(self.state.last_seen, now, self.horizon_ms, self.registered())
+        for device in forgotten:
+            del self.state.last_seen[device]
+            self._alerted.pop(device, None)
+        if forgotten:  # their fence and rule state too, in the changelog with the next checkpoint's writes
+            entry = InFlight([])
+            self._in_flight.append(entry)
+            entry.remaining += self.store.evict(forgotten, functools.partial(self._delivered, entry))
+            entry.sealed = True
+        self.metrics.devices.labels("last_seen").set(len(self.state.last_seen))
+        alerts = silent_devices(self.state.last_seen, now, self._alerted, self.rules)
         for alert in alerts:
             self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
             emit = emit_for(DEVICE_ALERT, alert)
             self._produce(None, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         if alerts:
             self.producer.flush(30)
+
+
+def _is_event(topic: str) -> bool:
+    """An output that may become a dead letter when Kafka refuses it: not state, not a dead letter."""
+    return topic in {t.name for t in TOPICS.events()}
 
 
 def _next_offsets(records: list[RawRecord]) -> list[TopicPartition]:
@@ -348,6 +404,7 @@ def run(settings: Settings) -> int:
             worker.run()
         except BaseException as exc:  # a dead lane takes the process down, loudly, for a restart
             log.exception("%s lane failed", worker.lane.name)
+            worker.failed = exc
             failed.append(exc)
             stopping.set()
 

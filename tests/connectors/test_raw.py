@@ -59,3 +59,16 @@ def test_a_topic_no_rule_names_is_forwarded_with_its_catch_all_rule_in_a_header(
 
 def test_the_command_topic_is_skipped_not_refused():
     assert decide(_msg(topic="device/123/cmd"), DEFAULT_RULES, "b1", 1024) == Skip("device")
+
+
+def test_user_properties_stop_at_the_count_or_the_byte_limit():
+    from guardstream.connectors.raw import PropertyLimits, user_property_headers
+    props = tuple((f"p{i}", "v" * 10) for i in range(10))  # each header: "mqtt.user.pN" (12) + 10 bytes
+    assert user_property_headers(props, PropertyLimits(count=3, bytes=10_000)) == (
+        [(f"mqtt.user.p{i}", b"v" * 10) for i in range(3)], 7)
+    assert user_property_headers(props, PropertyLimits(count=100, bytes=44)) == (
+        [(f"mqtt.user.p{i}", b"v" * 10) for i in range(2)], 8)
+    assert user_property_headers(props, PropertyLimits(count=0, bytes=0)) == ([], 10)
+    assert user_property_headers(props, PropertyLimits()) == ([(f"mqtt.user.p{i}", b"v" * 10) for i in range(10)], 0)
+    out = decide(_msg(user_properties=props), DEFAULT_RULES, "b1", 1024, PropertyLimits(count=1))
+    assert out.dropped_properties == 9
