@@ -255,6 +255,11 @@ class Settings:
                                  "raw records the stream worker takes per batch, at most")
     worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,
                                      "how long the stream worker waits for the first record of a batch")
+    worker_exactly_once: bool = _var("GUARDSTREAM_WORKER_EXACTLY_ONCE", _bool, False,
+                                     "write each checkpoint's events, state and input offsets in one Kafka "
+                                     "transaction (needs a broker that filters aborted transactions)")
+    worker_id: str = _var("GUARDSTREAM_WORKER_ID", _text, "worker-1",
+                          "stable id of this worker instance: its transactional.id with exactly-once on")
     rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
                                    "alert rules (TOML; default: streams/rules_default.toml)")
     geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,
