@@ -13,6 +13,9 @@ round trip is not paid per batch. A crash repeats at most the uncommitted batch:
 the same event ids (the sink keeps one of each), and the geofence state
 machine ignores fixes it has already applied, so no transition is emitted twice.
 
+With ``GUARDSTREAM_WORKER_EXACTLY_ONCE`` on, a checkpoint is one Kafka transaction instead:
+outputs, changed state and offsets commit together (``transactions.py``).
+
 Several workers share the raw partitions through one consumer group; the
 per-device state of a partition moves with it (``state_store.py``).
 
