@@ -1,9 +1,8 @@
 """Helpers of the scale-out tests: a broker of a test's own with more partitions than the
-session's two, and per-process figures (CPU, log lines) of component processes."""
+session's two, and what a worker's log says it restored."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +12,6 @@ from support.processes import Component, start_tansu, stop_process
 
 from guardstream.infra import topics
 from guardstream.settings import Settings
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 @contextmanager
 def broker_with_partitions(settings: Settings, log: Path, partitions: int) -> Iterator[Settings]:
@@ -28,13 +24,6 @@ def broker_with_partitions(settings: Settings, log: Path, partitions: int) -> It
         yield own
     finally:
         stop_process(process)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def restored_entries(component: Component) -> list[int]:
