@@ -15,8 +15,8 @@ from guardstream.settings import Settings
 
 @contextmanager
 def broker_with_partitions(settings: Settings, log: Path, partitions: int) -> Iterator[Settings]:
-    """A tansu broker of its own with the catalog's topics, each capped at ``partitions``
-    (the catalog's counts are higher); yields the settings pointed at it."""
+    """A tansu broker of its own with the catalog's topics, none with more than ``partitions``
+    partitions; yields the settings pointed at it."""
     process, bootstrap = start_tansu(log)
     own = settings.replace(kafka_bootstrap_servers=bootstrap, partitions_max=partitions)
     try:
