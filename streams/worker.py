@@ -342,6 +342,9 @@ def run(settings: Settings) -> int:
 
     metrics = WorkerMetrics.create()
     codec = Codec(registry_from_settings(settings))
+    if settings.worker_exactly_once and settings.embedded:
+        log.warning("GUARDSTREAM_WORKER_EXACTLY_ONCE on the embedded broker: tansu delivers aborted records to "
+                    "read_committed consumers, so a crash can still repeat events (README, Delivery guarantees)")
     stopping = threading.Event()
 
     def rebuilt(index: Any, seconds: float) -> None:
