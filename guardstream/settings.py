@@ -279,6 +279,11 @@ class Settings:
     worker_device_horizon_s: int = _var("GUARDSTREAM_WORKER_DEVICE_HORIZON_S", _int_range(60, 365 * 86400), 86400,
                                         "a device not heard from for this long is forgotten by the silent-device "
                                         "check (no DEVICE_SILENT for it); above device_silent.after_minutes")
+    worker_exactly_once: bool = _var("GUARDSTREAM_WORKER_EXACTLY_ONCE", _bool, False,
+                                     "write each checkpoint's events, state and input offsets in one Kafka "
+                                     "transaction (needs a broker that filters aborted transactions)")
+    worker_id: str = _var("GUARDSTREAM_WORKER_ID", _text, "worker-1",
+                          "stable id of this worker instance: its transactional.id with exactly-once on")
     rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
                                    "alert rules (TOML; default: streams/rules_default.toml)")
     geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,

@@ -13,6 +13,9 @@ round trip is not paid per batch. A crash repeats at most the uncommitted batch:
 the same event ids (the sink keeps one of each), and the geofence state
 machine ignores fixes it has already applied, so no transition is emitted twice.
 
+With ``GUARDSTREAM_WORKER_EXACTLY_ONCE`` on, a checkpoint is one Kafka transaction instead:
+outputs, changed state and offsets commit together (``transactions.py``).
+
 Several workers share the raw partitions through one consumer group; the
 per-device state of a partition moves with it (``state_store.py``).
 
@@ -57,6 +60,7 @@ from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
 from guardstream.streams.rules import Rules, forgotten_devices, load_rules, silent_devices
 from guardstream.streams.state_store import StateStore
+from guardstream.streams.transactions import Transaction, producer_overrides
 from guardstream.streams.validation import Policy
 
 log = logging.getLogger("guardstream.worker")
@@ -133,9 +137,11 @@ class Worker:
         self.stopping = stopping
         self.assigned: set[tuple[str, int]] = set()
         client_id = f"guardstream-worker-{lane.name}"
-        self.producer = Producer(producer_config(settings, client_id, **{"linger.ms": 2}))
+        transactional = producer_overrides(settings.worker_id, lane.name) if settings.worker_exactly_once else {}
+        self.producer = Producer(producer_config(settings, client_id, **{"linger.ms": 2, **transactional}))
         self.consumer = Consumer(consumer_config(settings, client_id, lane.group, **{
             "queued.max.messages.kbytes": 65536}))
+        self.transaction = Transaction(self.producer, self.consumer) if transactional else None
         self.store = StateStore(settings, self.producer)
         self.fences = fences
         self.devices = devices
@@ -250,7 +256,7 @@ class Worker:
         while self._in_flight and self._in_flight[0].sealed and self._in_flight[0].remaining == 0:
             for tp in self._in_flight.popleft().offsets:
                 done[(tp.topic, tp.partition)] = max(done.get((tp.topic, tp.partition), 0), tp.offset)
-        if done:
+        if done and self.transaction is None:  # with a transaction, offsets are committed in it
             # a lost commit only repeats batches whose outputs are already in Kafka
             self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
                                  asynchronous=asynchronous)
@@ -258,6 +264,9 @@ class Worker:
     def _checkpoint(self) -> None:
         """Changed state to the changelog, and the offsets it covers queued for commit."""
         self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        if self.transaction is not None:
+            self._commit_transaction()
+            return
         if not self._uncommitted:
             return
         entry = InFlight([TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()])
@@ -265,6 +274,15 @@ class Worker:
         self._in_flight.append(entry)
         entry.remaining += self.store.write_staged(functools.partial(self._delivered, entry))
         entry.sealed = True
+
+    def _commit_transaction(self) -> None:
+        """Outputs, changed state and the offsets they cover: committed together, or not at all."""
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        self._uncommitted = {}
+        if offsets or self.transaction.open:
+            self.transaction.begin()
+            self.store.write_staged()
+            self.transaction.commit(offsets)
 
     def _settle(self) -> None:
         """Checkpoint, wait for every write to be acknowledged, and commit (a rebalance, a stop)."""
@@ -274,6 +292,8 @@ class Worker:
         self._commit_acknowledged(asynchronous=False)
 
     def _write(self, outcome: Outcome, records: list[RawRecord], now: int, batch: InFlight) -> None:
+        if self.transaction is not None:
+            self.transaction.begin()
         for emit in outcome.emits:
             self._produce(batch, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         for rejected in outcome.refused:
@@ -349,12 +369,16 @@ class Worker:
             del self.state.last_seen[device]
             self._alerted.pop(device, None)
         if forgotten:  # their fence and rule state too, in the changelog with the next checkpoint's writes
+            if self.transaction is not None:
+                self.transaction.begin()  # committed at the next checkpoint
             entry = InFlight([])
             self._in_flight.append(entry)
             entry.remaining += self.store.evict(forgotten, functools.partial(self._delivered, entry))
             entry.sealed = True
         self.metrics.devices.labels("last_seen").set(len(self.state.last_seen))
         alerts = silent_devices(self.state.last_seen, now, self._alerted, self.rules)
+        if alerts and self.transaction is not None:
+            self.transaction.begin()  # committed at the next checkpoint
         for alert in alerts:
             self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
             emit = emit_for(DEVICE_ALERT, alert)
@@ -383,6 +407,9 @@ def run(settings: Settings) -> int:
 
     metrics = WorkerMetrics.create()
     codec = Codec(registry_from_settings(settings))
+    if settings.worker_exactly_once and settings.embedded:
+        log.warning("GUARDSTREAM_WORKER_EXACTLY_ONCE on the embedded broker: tansu delivers aborted records to "
+                    "read_committed consumers, so a crash can still repeat events (README, Delivery guarantees)")
     stopping = threading.Event()
 
     def rebuilt(index: Any, seconds: float) -> None:
