@@ -1,0 +1,213 @@
+"""The gateway's PostgreSQL side: the snapshot and the history queries, on psycopg's async connections.
+
+Every query filters on the token's tenants in SQL (``visible``: None for role
+noc, who sees every tenant), so a row of another tenant never leaves the
+database. Connections are opened on first use and kept in a small pool; a
+query that fails for want of a server raises :class:`UnavailableError`
+(the WebSocket answers ``unavailable``, HTTP 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from guardstream.errors import GuardstreamError, UnavailableError
+from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery
+from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
+from guardstream.records import ACTION_STATUS
+
+POOL_SIZE = 4
+CONNECT_TIMEOUT_S = 5
+_MS = "(extract(epoch FROM {0}) * 1000)::bigint"
+
+_ALERT_COLUMNS = f"""event_id, tenant, device_id, {_MS.format("ts")} AS ts_ms,
+    {_MS.format("received_at")} AS received_ms, kind, severity, lat, lon, message, rule, cause_event_id, status,
+    status_by, status_ts_ms, status_note"""
+_POSITION_COLUMNS = f"""event_id, tenant, device_id, {_MS.format("ts")} AS ts_ms,
+    {_MS.format("received_at")} AS received_ms, lat, lon, accuracy_m, speed_mps, heading_deg, altitude_m, fences,
+    in_site, violation"""
+# the token's tenants, the outer filter of every query: %(noc)s true sees every tenant
+_VISIBLE = "(%(noc)s OR tenant = ANY(%(visible)s))"
+
+_SNAPSHOT_ALERTS = f"""
+SELECT {_ALERT_COLUMNS} FROM device_alerts
+ WHERE status = ANY(%(open)s) AND {_VISIBLE}
+   AND (%(every)s OR tenant = ANY(%(alert_tenants)s) OR device_id = ANY(%(devices)s))
+ ORDER BY ts, event_id"""
+_SNAPSHOT_ACTIONS = f"""
+SELECT action_id, tenant, alert_event_id, status, actor, ts_ms, note FROM alert_actions_pending
+ WHERE {_VISIBLE} AND (%(every)s OR tenant = ANY(%(alert_tenants)s))
+ ORDER BY ts_ms, action_id"""
+_SNAPSHOT_POSITIONS = f"""
+SELECT {_POSITION_COLUMNS} FROM guard_last_positions
+ WHERE {_VISIBLE} AND (tenant = ANY(%(position_tenants)s) OR device_id = ANY(%(devices)s))
+ ORDER BY tenant, device_id"""
+
+_TRACK_PAGE = f"""
+SELECT {_POSITION_COLUMNS}, ts AS _ts FROM guard_positions
+ WHERE device_id = %(guard)s AND {_VISIBLE} AND ts >= %(start)s AND ts < %(end)s
+   AND (%(after)s::timestamptz IS NULL OR (ts, event_id) > (%(after)s::timestamptz, %(after_id)s::text))
+ ORDER BY ts, event_id LIMIT %(limit)s"""
+_TRACK_POINTS = f"""
+SELECT {_MS.format("ts")} AS ts_ms, lat, lon FROM guard_positions
+ WHERE device_id = %(guard)s AND {_VISIBLE} AND ts >= %(start)s AND ts < %(end)s
+ ORDER BY ts, event_id LIMIT %(limit)s"""
+_ALERT_PAGE = f"""
+SELECT {_ALERT_COLUMNS}, ts AS _ts FROM device_alerts
+ WHERE {_VISIBLE} AND status = ANY(%(statuses)s) AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+   AND ts >= %(start)s AND ts < %(end)s
+   AND (%(after)s::timestamptz IS NULL OR (ts, event_id) < (%(after)s::timestamptz, %(after_id)s::text))
+ ORDER BY ts DESC, event_id DESC LIMIT %(limit)s"""
+_ACTIONS_OF = f"""
+SELECT action_id, alert_event_id, status, actor, ts_ms, note FROM alert_action_log
+ WHERE alert_event_id = ANY(%(ids)s) AND {_VISIBLE} ORDER BY ts_ms, action_id"""
+_FENCE = f"SELECT fence_id, tenant, name, kind FROM geofences WHERE fence_id = %(fence)s AND NOT deleted AND {_VISIBLE}"
+_OCCUPANTS = f"""
+SELECT {_POSITION_COLUMNS} FROM guard_last_positions
+ WHERE tenant = %(tenant)s AND fences @> ARRAY[%(fence)s]::text[] ORDER BY device_id"""
+# haversine, after a latitude band the (tenant, lat) index narrows to
+_NEAR = f"""
+SELECT * FROM (
+    SELECT {_POSITION_COLUMNS}, 2 * 6371008.8 * asin(sqrt(
+               power(sin(radians(lat - %(lat)s) / 2), 2)
+             + cos(radians(%(lat)s)) * cos(radians(lat)) * power(sin(radians(lon - %(lon)s) / 2), 2))) AS distance_m
+      FROM guard_last_positions
+     WHERE {_VISIBLE} AND lat BETWEEN %(south)s AND %(north)s) near
+ WHERE distance_m <= %(radius)s ORDER BY distance_m, tenant, device_id LIMIT %(limit)s"""
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    more: bool  # a row past the page exists: the last row's key is the next cursor
+
+
+class Store:
+    def __init__(self, database_url: str, size: int = POOL_SIZE) -> None:
+        self._url = database_url
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            try:
+                if conn is None or conn.closed:
+                    conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, row_factory=dict_row,
+                        application_name="guardstream-gateway")
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if conn is not None:
+                    await conn.close()
+                raise UnavailableError(f"PostgreSQL: {exc}".splitlines()[0], retry_after=1.0) from exc
+            except psycopg.errors.UndefinedTable as exc:
+                raise GuardstreamError(f"{exc.diag.message_primary}: run `guardstream db migrate`",
+                                       reason="not_migrated") from exc
+            else:
+                if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle.append(conn)
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    # -- snapshot ------------------------------------------------------------------------
+
+    async def snapshot(self, scope: Scope) -> Snapshot:
+        params = {"noc": scope.visible is None, "visible": sorted(scope.visible or ()),
+                  "every": scope.alert_tenants is None, "alert_tenants": sorted(scope.alert_tenants or ()),
+                  "position_tenants": sorted(scope.position_tenants), "devices": sorted(scope.devices),
+                  "open": list(OPEN_STATUSES)}
+        async with self._connection() as conn:
+            # one MVCC snapshot for the positions and every table: the rows are exactly those below them
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
+                reflected = {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
+                alerts = await (await conn.execute(_SNAPSHOT_ALERTS, params)).fetchall()
+                actions = await (await conn.execute(_SNAPSHOT_ACTIONS, params)).fetchall()
+                positions = await (await conn.execute(_SNAPSHOT_POSITIONS, params)).fetchall()
+        return Snapshot(reflected, alerts, [_parked_action(a) for a in actions], positions)
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def track_page(self, visible: frozenset[str] | None, query: TrackQuery) -> Page:
+        after = query.cursor
+        rows = await self._rows(_TRACK_PAGE, _visible(visible) | {
+            "guard": query.guard, "start": query.start, "end": query.end, "limit": query.limit + 1,
+            "after": after.ts if after else None, "after_id": after.event_id if after else None})
+        return Page(rows[:query.limit], len(rows) > query.limit)
+
+    async def track_points(self, visible: frozenset[str] | None, query: TrackQuery,
+                           cap: int) -> list[tuple[int, float, float]]:
+        """(ts_ms, lat, lon) of the whole range, at most ``cap`` + 1 of them."""
+        rows = await self._rows(_TRACK_POINTS, _visible(visible) | {
+            "guard": query.guard, "start": query.start, "end": query.end, "limit": cap + 1})
+        return [(r["ts_ms"], r["lat"], r["lon"]) for r in rows]
+
+    async def alert_page(self, visible: frozenset[str] | None, query: AlertQuery) -> Page:
+        after = query.cursor
+        params = _visible(visible)
+        async with self._connection() as conn:
+            cur = await conn.execute(_ALERT_PAGE, params | {
+                "statuses": list(query.statuses), "kind": query.kind, "start": query.start, "end": query.end,
+                "limit": query.limit + 1, "after": after.ts if after else None,
+                "after_id": after.event_id if after else None})
+            rows = await cur.fetchall()
+            page = rows[:query.limit]
+            cur = await conn.execute(_ACTIONS_OF, params | {"ids": [r["event_id"] for r in page]})
+            actions: dict[str, list[dict[str, Any]]] = {}
+            for action in await cur.fetchall():
+                actions.setdefault(action.pop("alert_event_id"), []).append(action)
+        for row in page:
+            row["actions"] = actions.get(row["event_id"], [])
+        return Page(page, len(rows) > query.limit)
+
+    async def occupants(self, visible: frozenset[str] | None, fence_id: str) -> tuple[dict[str, Any] | None,
+                                                                                     list[dict[str, Any]]]:
+        """(the fence, the guards whose last fix is inside it); (None, []) for a fence the token does not see."""
+        async with self._connection() as conn:
+            fence = await (await conn.execute(_FENCE, _visible(visible) | {"fence": fence_id})).fetchone()
+            if fence is None:
+                return None, []
+            cur = await conn.execute(_OCCUPANTS, {"tenant": fence["tenant"], "fence": fence_id})
+            return fence, await cur.fetchall()
+
+    async def near(self, visible: frozenset[str] | None, query: NearQuery) -> list[dict[str, Any]]:
+        south, north = query.latitude_band()
+        return await self._rows(_NEAR, _visible(visible) | {
+            "lat": query.lat, "lon": query.lon, "radius": query.radius_m, "south": south, "north": north,
+            "limit": query.limit})
+
+
+def _visible(visible: frozenset[str] | None) -> dict[str, Any]:
+    return {"noc": visible is None, "visible": sorted(visible or ())}
+
+
+_ACTION_OF_STATUS = {status: action for action, status in ACTION_STATUS.items()}
+
+
+def _parked_action(row: dict[str, Any]) -> dict[str, Any]:
+    # an AlertAction record as the feed carries it: the status back to the action that set it
+    return {"action_id": row["action_id"], "tenant": row["tenant"], "alert_event_id": row["alert_event_id"],
+            "action": _ACTION_OF_STATUS.get(row["status"], row["status"]), "actor": row["actor"], "ts_ms": row["ts_ms"],
+            "note": row["note"]}
+
+
+def strip_keys(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without their private sort columns (``_ts``)."""
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
