@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import Kind, delivery_channel, parse_channel, route
 from guardstream.gateway.protocol import render, tp_key
@@ -67,14 +65,19 @@ def scope(principal: Principal, channels: Iterable[str]) -> Scope:
                  frozenset(positions), frozenset(devices))
 
 
+# One item of a snapshot: (tenant, device id or None, the record as JSON text). The database
+# renders the JSON, so 10,000 guards are never parsed into Python objects and rendered again.
+Row = tuple[str, str | None, str]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the database held at one instant, as records of the feed's schemas."""
 
     reflected: Mapping[TP, int]  # per topic-partition: the offset after the last record the tables hold
-    alerts: Sequence[dict[str, Any]]  # DeviceAlert fields + status, status_by, status_ts_ms, status_note
-    actions: Sequence[dict[str, Any]]  # AlertAction records parked until their alert is written
-    positions: Sequence[dict[str, Any]]  # GuardPosition records, the newest of each guard
+    alerts: Sequence[Row]  # DeviceAlert fields + status, status_by, status_ts_ms, status_note
+    actions: Sequence[Row]  # AlertAction records parked until their alert is written
+    positions: Sequence[Row]  # GuardPosition records, the newest of each guard
 
 
 @dataclass(frozen=True)
@@ -97,22 +100,30 @@ def snapshot_messages(principal: Principal, subscribed: Iterable[str], snapshot:
     """The ``snapshot`` messages (per channel and schema, in chunks) and the closing ``snapshot_end``,
     whose ``offsets`` (``held``: the border's resume) are where the client's resume position starts."""
     channels = frozenset(subscribed)
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[str, str], list[str]] = {}
     counts = {"alerts": 0, "actions": 0, "positions": 0}
-    for schema, part, items in ((DEVICE_ALERT, "alerts", snapshot.alerts), (ALERT_ACTION, "actions", snapshot.actions),
-                                (GUARD_POSITION, "positions", snapshot.positions)):
-        for item in items:
-            where = route(schema, item)
-            name = None if where is None else delivery_channel(principal, channels, where.tenant, where.channels)
+    for schema, part, rows in ((DEVICE_ALERT, "alerts", snapshot.alerts), (ALERT_ACTION, "actions", snapshot.actions),
+                               (GUARD_POSITION, "positions", snapshot.positions)):
+        by_tenant: dict[str, str | None] = {}  # the tenant's or noc channel, when it names every row of the tenant
+        for tenant, device, text in rows:
+            if tenant not in by_tenant:
+                by_tenant[tenant] = _channel(principal, channels, schema, tenant, None)
+            name = by_tenant[tenant] or _channel(principal, channels, schema, tenant, device)
             if name is None:
                 continue
-            grouped.setdefault((name, schema), []).append(item)
+            grouped.setdefault((name, schema), []).append(text)
             counts[part] += 1
     out = []
     for (name, schema), items in sorted(grouped.items()):
+        head = render({"type": "snapshot", "channel": name, "schema": schema})[:-1]
         for start in range(0, len(items), chunk):
-            out.append(render({"type": "snapshot", "channel": name, "schema": schema,
-                               "items": items[start:start + chunk]}))
+            out.append(f'{head},"items":[{",".join(items[start:start + chunk])}]}}')
     offsets = {tp_key(tp): last for tp, last in sorted(held.items())}
     out.append(render({"type": "snapshot_end", "offsets": offsets, **counts}))
     return out
+
+
+def _channel(principal: Principal, channels: frozenset[str], schema: str, tenant: str,
+             device: str | None) -> str | None:
+    where = route(schema, {"tenant": tenant, "device_id": device})
+    return None if where is None else delivery_channel(principal, channels, where.tenant, where.channels)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+import msgspec
+from psycopg.rows import dict_row, tuple_row
 
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery
@@ -24,6 +25,7 @@ from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
 from guardstream.records import ACTION_STATUS
 
 POOL_SIZE = 4
+_json = msgspec.json.Encoder().encode
 CONNECT_TIMEOUT_S = 5
 _MS = "(extract(epoch FROM {0}) * 1000)::bigint"
 
@@ -36,19 +38,20 @@ _POSITION_COLUMNS = f"""event_id, tenant, device_id, {_MS.format("ts")} AS ts_ms
 # the token's tenants, the outer filter of every query: %(noc)s true sees every tenant
 _VISIBLE = "(%(noc)s OR tenant = ANY(%(visible)s))"
 
+# (tenant, device_id, the row as JSON): the snapshot's rows, rendered by the database
 _SNAPSHOT_ALERTS = f"""
-SELECT {_ALERT_COLUMNS} FROM device_alerts
- WHERE status = ANY(%(open)s) AND {_VISIBLE}
-   AND (%(every)s OR tenant = ANY(%(alert_tenants)s) OR device_id = ANY(%(devices)s))
- ORDER BY ts, event_id"""
+SELECT r.tenant, r.device_id, row_to_json(r)::text FROM (
+    SELECT {_ALERT_COLUMNS} FROM device_alerts
+     WHERE status = ANY(%(open)s) AND {_VISIBLE}
+       AND (%(every)s OR tenant = ANY(%(alert_tenants)s) OR device_id = ANY(%(devices)s))
+     ORDER BY ts, event_id) r"""
 _SNAPSHOT_ACTIONS = f"""
 SELECT action_id, tenant, alert_event_id, status, actor, ts_ms, note FROM alert_actions_pending
  WHERE {_VISIBLE} AND (%(every)s OR tenant = ANY(%(alert_tenants)s))
  ORDER BY ts_ms, action_id"""
 _SNAPSHOT_POSITIONS = f"""
-SELECT {_POSITION_COLUMNS} FROM guard_last_positions
- WHERE {_VISIBLE} AND (tenant = ANY(%(position_tenants)s) OR device_id = ANY(%(devices)s))
- ORDER BY tenant, device_id"""
+SELECT tenant, device_id, record::text FROM guard_last_positions
+ WHERE {_VISIBLE} AND (tenant = ANY(%(position_tenants)s) OR device_id = ANY(%(devices)s))"""
 
 _TRACK_PAGE = f"""
 SELECT {_POSITION_COLUMNS}, ts AS _ts FROM guard_positions
@@ -138,10 +141,12 @@ class Store:
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
                 reflected = {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
-                alerts = await (await conn.execute(_SNAPSHOT_ALERTS, params)).fetchall()
                 actions = await (await conn.execute(_SNAPSHOT_ACTIONS, params)).fetchall()
-                positions = await (await conn.execute(_SNAPSHOT_POSITIONS, params)).fetchall()
-        return Snapshot(reflected, alerts, [_parked_action(a) for a in actions], positions)
+                async with conn.cursor(row_factory=tuple_row) as rows:
+                    alerts = await (await rows.execute(_SNAPSHOT_ALERTS, params)).fetchall()
+                    positions = await (await rows.execute(_SNAPSHOT_POSITIONS, params)).fetchall()
+        parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
+        return Snapshot(reflected, alerts, parked, positions)
 
     # -- history ---------------------------------------------------------------------------
 

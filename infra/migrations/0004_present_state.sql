@@ -30,24 +30,35 @@ CREATE TABLE guard_last_positions (
     fences      text[] NOT NULL DEFAULT '{}',
     in_site     boolean,
     violation   boolean NOT NULL DEFAULT false,
+    record      json NOT NULL,  -- the GuardPosition record as the feed carries it, rendered once at write
     PRIMARY KEY (tenant, device_id)
 );
 CREATE INDEX guard_last_positions_fences ON guard_last_positions USING gin (fences);
 CREATE INDEX guard_last_positions_lat ON guard_last_positions (tenant, lat);
 
+-- the newest fix of each guard among some guard_positions rows, with its record as JSON
+CREATE FUNCTION guard_last_position_rows(rows_in guard_positions[]) RETURNS SETOF guard_last_positions
+LANGUAGE sql STABLE AS $$
+    SELECT n.tenant, n.device_id, n.event_id, n.ts, n.received_at, n.lat, n.lon, n.accuracy_m, n.speed_mps,
+           n.heading_deg, n.altitude_m, n.fences, n.in_site, n.violation,
+           (SELECT row_to_json(r) FROM (SELECT n.event_id, n.tenant, n.device_id,
+                   (extract(epoch FROM n.ts) * 1000)::bigint AS ts_ms,
+                   (extract(epoch FROM n.received_at) * 1000)::bigint AS received_ms, n.lat, n.lon, n.accuracy_m,
+                   n.speed_mps, n.heading_deg, n.altitude_m, n.fences, n.in_site, n.violation) r)
+      FROM (SELECT DISTINCT ON (tenant, device_id) * FROM unnest(rows_in)
+             ORDER BY tenant, device_id, ts DESC, event_id DESC) n
+$$;
+
 CREATE FUNCTION guard_last_positions_keep() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO guard_last_positions AS g
-    SELECT DISTINCT ON (tenant, device_id) tenant, device_id, event_id, ts, received_at, lat, lon, accuracy_m,
-           speed_mps, heading_deg, altitude_m, fences, in_site, violation
-      FROM inserted
-     ORDER BY tenant, device_id, ts DESC, event_id DESC
+    SELECT * FROM guard_last_position_rows(ARRAY(SELECT i::guard_positions FROM inserted i))
     ON CONFLICT (tenant, device_id) DO UPDATE
        SET (event_id, ts, received_at, lat, lon, accuracy_m, speed_mps, heading_deg, altitude_m, fences, in_site,
-            violation)
+            violation, record)
          = (EXCLUDED.event_id, EXCLUDED.ts, EXCLUDED.received_at, EXCLUDED.lat, EXCLUDED.lon, EXCLUDED.accuracy_m,
             EXCLUDED.speed_mps, EXCLUDED.heading_deg, EXCLUDED.altitude_m, EXCLUDED.fences, EXCLUDED.in_site,
-            EXCLUDED.violation)
+            EXCLUDED.violation, EXCLUDED.record)
      WHERE (g.ts, g.event_id) < (EXCLUDED.ts, EXCLUDED.event_id);
     RETURN NULL;
 END $$;
@@ -57,10 +68,7 @@ CREATE TRIGGER guard_last_positions_keep AFTER INSERT ON guard_positions
     REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION guard_last_positions_keep();
 
 INSERT INTO guard_last_positions
-SELECT DISTINCT ON (tenant, device_id) tenant, device_id, event_id, ts, received_at, lat, lon, accuracy_m, speed_mps,
-       heading_deg, altitude_m, fences, in_site, violation
-  FROM guard_positions
- ORDER BY tenant, device_id, ts DESC, event_id DESC;
+SELECT * FROM guard_last_position_rows(ARRAY(SELECT p FROM guard_positions p));
 
 -- Every operator action on an alert, in or out of order, once (action_id): the history the
 -- API shows beside an alert. device_alerts keeps only the status the newest action set.

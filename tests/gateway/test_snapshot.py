@@ -40,14 +40,14 @@ def test_border_turns_the_snapshots_offsets_into_a_resume(reflected, live, resum
     assert (dict(edge.resume), dict(edge.ahead)) == (resume, ahead)
 
 
-def alert(tenant: str, n: int) -> dict:
-    return {"event_id": f"{tenant}-a{n}", "tenant": tenant, "device_id": f"{tenant}-g1", "ts_ms": n,
-            "status": "NEW", "status_by": None}
+def alert(tenant: str, n: int) -> tuple[str, str, str]:
+    return tenant, f"{tenant}-g1", json.dumps({"event_id": f"{tenant}-a{n}", "tenant": tenant,
+                                               "device_id": f"{tenant}-g1", "ts_ms": n, "status": "NEW"})
 
 
-def fix(tenant: str, device: str) -> dict:
-    return {"event_id": f"{tenant}-{device}", "tenant": tenant, "device_id": device, "ts_ms": 1, "lat": 1.0,
-            "lon": 2.0}
+def fix(tenant: str, device: str) -> tuple[str, str, str]:
+    return tenant, device, json.dumps({"event_id": f"{tenant}-{device}", "tenant": tenant, "device_id": device,
+                                       "ts_ms": 1, "lat": 1.0, "lon": 2.0})
 
 
 def test_messages_name_each_item_by_the_channel_live_delivery_would_and_drop_other_tenants():
