@@ -125,7 +125,7 @@ class Store:
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         async with self._connection() as conn:
-            cur = await conn.execute(query, params)
+            cur = await conn.execute(_shape(query, params), params)
             return await cur.fetchall()
 
     # -- snapshot ------------------------------------------------------------------------
@@ -141,17 +141,26 @@ class Store:
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
                 reflected = {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
-                actions = await (await conn.execute(_SNAPSHOT_ACTIONS, params)).fetchall()
+                actions = await (await conn.execute(_shape(_SNAPSHOT_ACTIONS, params), params)).fetchall()
                 async with conn.cursor(row_factory=tuple_row) as rows:
-                    alerts = await (await rows.execute(_SNAPSHOT_ALERTS, params)).fetchall()
-                    positions = await (await rows.execute(_SNAPSHOT_POSITIONS, params)).fetchall()
+                    alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
+                    positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
         parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
         return Snapshot(reflected, alerts, parked, positions)
 
     # -- history ---------------------------------------------------------------------------
 
+    async def _guard_tenants(self, visible: frozenset[str] | None, guard: str) -> frozenset[str]:
+        # the tenants a track is read in: with the tenant leading, the (tenant, device_id, ts) index serves it
+        if visible is not None:
+            return visible
+        rows = await self._rows("SELECT DISTINCT tenant FROM guard_last_positions WHERE device_id = %(guard)s",
+                                {"guard": guard})
+        return frozenset(r["tenant"] for r in rows)
+
     async def track_page(self, visible: frozenset[str] | None, query: TrackQuery) -> Page:
         after = query.cursor
+        visible = await self._guard_tenants(visible, query.guard)
         rows = await self._rows(_TRACK_PAGE, _visible(visible) | {
             "guard": query.guard, "start": query.start, "end": query.end, "limit": query.limit + 1,
             "after": after.ts if after else None, "after_id": after.event_id if after else None})
@@ -160,6 +169,7 @@ class Store:
     async def track_points(self, visible: frozenset[str] | None, query: TrackQuery,
                            cap: int) -> list[tuple[int, float, float]]:
         """(ts_ms, lat, lon) of the whole range, at most ``cap`` + 1 of them."""
+        visible = await self._guard_tenants(visible, query.guard)
         rows = await self._rows(_TRACK_POINTS, _visible(visible) | {
             "guard": query.guard, "start": query.start, "end": query.end, "limit": cap + 1})
         return [(r["ts_ms"], r["lat"], r["lon"]) for r in rows]
@@ -168,13 +178,14 @@ class Store:
         after = query.cursor
         params = _visible(visible)
         async with self._connection() as conn:
-            cur = await conn.execute(_ALERT_PAGE, params | {
+            page_params = params | {
                 "statuses": list(query.statuses), "kind": query.kind, "start": query.start, "end": query.end,
                 "limit": query.limit + 1, "after": after.ts if after else None,
-                "after_id": after.event_id if after else None})
-            rows = await cur.fetchall()
+                "after_id": after.event_id if after else None}
+            rows = await (await conn.execute(_shape(_ALERT_PAGE, page_params), page_params)).fetchall()
             page = rows[:query.limit]
-            cur = await conn.execute(_ACTIONS_OF, params | {"ids": [r["event_id"] for r in page]})
+            ids = params | {"ids": [r["event_id"] for r in page]}
+            cur = await conn.execute(_shape(_ACTIONS_OF, ids), ids)
             actions: dict[str, list[dict[str, Any]]] = {}
             for action in await cur.fetchall():
                 actions.setdefault(action.pop("alert_event_id"), []).append(action)
@@ -186,7 +197,8 @@ class Store:
                                                                                      list[dict[str, Any]]]:
         """(the fence, the guards whose last fix is inside it); (None, []) for a fence the token does not see."""
         async with self._connection() as conn:
-            fence = await (await conn.execute(_FENCE, _visible(visible) | {"fence": fence_id})).fetchone()
+            params = _visible(visible) | {"fence": fence_id}
+            fence = await (await conn.execute(_shape(_FENCE, params), params)).fetchone()
             if fence is None:
                 return None, []
             cur = await conn.execute(_OCCUPANTS, {"tenant": fence["tenant"], "fence": fence_id})
@@ -197,6 +209,32 @@ class Store:
         return await self._rows(_NEAR, _visible(visible) | {
             "lat": query.lat, "lon": query.lon, "radius": query.radius_m, "south": south, "north": north,
             "limit": query.limit})
+
+
+_OPTIONAL = (  # (clause, the parameter that switches it off when true / None)
+    (_VISIBLE, "noc", "tenant = ANY(%(visible)s)"),
+    ("(%(every)s OR tenant = ANY(%(alert_tenants)s))", "every", "tenant = ANY(%(alert_tenants)s)"),
+    ("(%(kind)s::text IS NULL OR kind = %(kind)s)", "kind", "kind = %(kind)s"),
+    ("(%(after)s::timestamptz IS NULL OR (ts, event_id) > (%(after)s::timestamptz, %(after_id)s::text))", "after",
+     "(ts, event_id) > (%(after)s::timestamptz, %(after_id)s::text)"),
+    ("(%(after)s::timestamptz IS NULL OR (ts, event_id) < (%(after)s::timestamptz, %(after_id)s::text))", "after",
+     "(ts, event_id) < (%(after)s::timestamptz, %(after_id)s::text)"),
+)
+
+
+def _shape(query: str, params: dict[str, Any]) -> str:
+    """The query with each optional clause written out as what it is for these parameters, so the
+    planner sees ``tenant = ANY(...)`` (an index condition) rather than ``$1 OR tenant = ANY(...)``,
+    in a plan psycopg prepares and reuses."""
+    for clause, switch, condition in _OPTIONAL:
+        if clause in query:
+            value = params.get(switch)
+            off = value is True if switch in ("noc", "every") else value is None
+            if not off and switch == "noc" and len(params["visible"]) == 1:
+                # one tenant as an equality: an ANY(array) on the index's first column loses its order
+                condition = "tenant = (%(visible)s::text[])[1]"
+            query = query.replace(clause, "TRUE" if off else f"({condition})")
+    return query
 
 
 def _visible(visible: frozenset[str] | None) -> dict[str, Any]:
