@@ -41,6 +41,7 @@ STATUSES: Mapping[str, tuple[str, ...]] = {
     "resolved": ("RESOLVED", "FALSE_ALARM")}
 ALL_STATUSES = ("NEW", "ACKNOWLEDGED", "RESOLVED", "FALSE_ALARM")
 _METRES_PER_DEGREE = 111_320.0
+FINEST_HALVINGS = 24  # a cap never asks for a tolerance finer than the track's extent / 2**24
 
 
 class BadParameter(InputError):
@@ -235,8 +236,8 @@ def simplify_track(points: Sequence[tuple[int, float, float]], tolerance_m: floa
                    max_points: int | None) -> tuple[list[tuple[int, float, float]], float]:
     """Douglas–Peucker over (ts_ms, lat, lon) fixes in time order, in metres on a local flat
     projection. Returns the kept fixes (always the first and the last) and the tolerance used:
-    ``tolerance_m``, or with a cap, the finest power-of-two fraction of the track's extent (down to ``tolerance_m``) that
-    keeps at most ``max_points``."""
+    ``tolerance_m``, or with a cap, the finest power-of-two fraction of the track's extent (down to
+    ``tolerance_m``) that keeps at most ``max_points``."""
     tolerance = tolerance_m or 0.0
     if len(points) <= 2 or (tolerance == 0.0 and (max_points is None or len(points) <= max_points)):
         return list(points), tolerance
@@ -252,15 +253,20 @@ def simplify_track(points: Sequence[tuple[int, float, float]], tolerance_m: floa
 
     if max_points is None:
         return kept_at(tolerance), tolerance
-    # from coarse to fine: a coarse pass splits little and costs little, so halving from the
-    # track's extent down to the finest tolerance within the cap stays cheap on any shape
+    # the finest extent / 2**k (k <= FINEST_HALVINGS, not below tolerance_m) that keeps at most
+    # max_points, by bisection over k: a handful of passes over the track, whatever its shape
     xmin, ymin, xmax, ymax = shapely.bounds(line)
-    coarse = max(math.hypot(xmax - xmin, ymax - ymin), tolerance, 1e-6)
-    best, best_tolerance = kept_at(coarse), coarse
-    while coarse / 2 >= tolerance:
-        finer = kept_at(coarse / 2)
-        if len(finer) > max_points:
-            break
-        coarse = coarse / 2
-        best, best_tolerance = finer, coarse
-    return best, best_tolerance
+    extent = max(math.hypot(xmax - xmin, ymax - ymin), tolerance, 1e-6)
+    finest = FINEST_HALVINGS
+    while finest > 0 and extent / 2 ** finest < tolerance:
+        finest -= 1
+    fits, best = 0, kept_at(extent)  # the whole extent keeps the two ends only
+    low, high = 1, finest
+    while low <= high:
+        k = (low + high) // 2
+        kept = kept_at(extent / 2 ** k)
+        if len(kept) <= max_points:
+            fits, best, low = k, kept, k + 1
+        else:
+            high = k - 1
+    return best, extent / 2 ** fits
