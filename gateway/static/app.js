@@ -8,6 +8,7 @@ const RATE_WINDOW_MS = 10000;
 const MAX_ALERTS = 200;
 const NO_RETRY = new Set([4401, 4403, 4408]); // refusals a reconnect would only repeat
 const ALERT_SCHEMAS = new Set(["guardstream.DeviceAlert", "guardstream.GeofenceEvent"]);
+const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALARM: "FALSE_ALARM" };
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const state = {
@@ -15,6 +16,8 @@ const state = {
   guards: new Map(),       // device id -> {lat, lon, violation, tenant}
   alerts: new Map(),       // alert event id -> list element
   lastSeen: {},            // "topic:partition" -> last offset received (for resume)
+  parkedActions: new Map(), // alert event id -> an action the snapshot holds for an alert not written yet
+  awaitingSnapshot: false, // a snapshot subscribe is out: its offsets come with snapshot_end
   rateStamps: { critical: [], high: [], normal: [], low: [] },
   principal: null,
   socket: null,
@@ -201,6 +204,12 @@ function onAlert(schema, data) {
     last.remove();
   }
   $("alert-count").textContent = String(state.alerts.size);
+  const parked = state.parkedActions.get(data.event_id);
+  if (parked) {
+    state.parkedActions.delete(data.event_id);
+    onAlertStatus({ alert_event_id: parked.alert_event_id, status: STATUS_OF[parked.action] || parked.action,
+                    actor: parked.actor, note: parked.note, ts_ms: parked.ts_ms });
+  }
 }
 
 function act(alertId, action, item) {
@@ -220,9 +229,29 @@ function onAlertStatus(message) {
   status.className = "status status-" + message.status;
   item.dataset.status = message.status;
   item.title = message.status + " by " + message.actor + (message.note ? ": " + message.note : "");
+  let who = item.querySelector(".who");
+  if (!who) {
+    who = element("div", "meta who");
+    item.querySelector(".title").after(who);
+  }
+  who.textContent = message.status.toLowerCase().replace("_", " ") + " by " + message.actor +
+    (message.ts_ms ? " at " + new Date(message.ts_ms).toLocaleTimeString() : "");
   const done = message.status !== "ACKNOWLEDGED";
   for (const button of item.querySelectorAll("button")) {
     button.disabled = done || button.classList.contains("ack");
+  }
+}
+
+// one record of the present state the gateway sends before live events
+function onSnapshotItem(schema, item) {
+  if (schema === "guardstream.GuardPosition") onPosition(item);
+  else if (schema === "guardstream.AlertAction") state.parkedActions.set(item.alert_event_id, item);
+  else if (ALERT_SCHEMAS.has(schema)) {
+    onAlert(schema, item);
+    if (item.status && item.status !== "NEW") {
+      onAlertStatus({ alert_event_id: item.event_id, status: item.status, actor: item.status_by,
+                      note: item.status_note, ts_ms: item.status_ts_ms });
+    }
   }
 }
 
@@ -263,14 +292,27 @@ function onMessage(raw) {
     case "hello": {
       state.principal = { sub: message.sub, tenants: message.tenants, roles: message.roles };
       $("who").textContent = message.sub + " · " + (message.roles.join(", ") || "no role");
+      // a first connection (or a reload) starts from the present state; a reconnect resumes
       const resume = Object.keys(state.lastSeen).length ? { ...state.lastSeen } : undefined;
-      setConnection(resume ? "replaying" : "connected");
-      state.socket.send(JSON.stringify({ op: "subscribe", channels: channelsFor(state.principal), resume }));
+      setConnection("replaying");
+      const subscribe = { op: "subscribe", channels: channelsFor(state.principal) };
+      if (resume) subscribe.resume = resume;
+      else subscribe.snapshot = true;
+      state.awaitingSnapshot = !resume;
+      state.socket.send(JSON.stringify(subscribe));
       break;
     }
     case "subscribed":
-      for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
+      // after a snapshot, the resume position is snapshot_end's offsets, below these
+      if (!state.awaitingSnapshot) for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
       if (state.connection !== "replaying") setConnection("live");
+      break;
+    case "snapshot":
+      for (const item of message.items) onSnapshotItem(message.schema, item);
+      break;
+    case "snapshot_end":
+      state.awaitingSnapshot = false;
+      for (const [key, offset] of Object.entries(message.offsets)) noteOffset(key, offset);
       break;
     case "live":
       setConnection("live", message.replayed ? message.replayed + " replayed" : "");
@@ -290,6 +332,12 @@ function onMessage(raw) {
       break;
     case "error":
       say("error " + message.code + " " + message.reason + ": " + message.detail);
+      if (state.awaitingSnapshot && message.reason === "unavailable") {
+        // no database behind this gateway: live events only, from now
+        state.awaitingSnapshot = false;
+        setConnection("connected");
+        state.socket.send(JSON.stringify({ op: "subscribe", channels: channelsFor(state.principal) }));
+      }
       for (const item of state.alerts.values()) {
         if (!item.dataset.status) for (const button of item.querySelectorAll("button")) button.disabled = false;
       }
