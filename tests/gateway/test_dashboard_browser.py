@@ -5,6 +5,8 @@
 2. The whole way: an MQTT panic publish goes bridge -> worker -> events.critical -> gateway
    -> page; Acknowledge in the page goes gateway -> alerts.actions -> sink, and the alert's
    row in PostgreSQL reads ACKNOWLEDGED.
+3. Three alerts survive a reload (the snapshot on subscribe); an acknowledgement on a second
+   screen reaches the first, and a reload still shows who acknowledged.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from gateway_support import CODEC, alert, position, produce, token
+from gateway_support import CODEC, alert, position, produce, start_gateway, token
 from support.processes import collect, publisher
 
 from guardstream.catalog import TOPICS
@@ -115,3 +117,45 @@ def test_mqtt_panic_to_dashboard_acknowledge_to_postgresql(page, gateway, applie
     wait_until(lambda: alert_status(database_url, alert_id) == "ACKNOWLEDGED", 60, "the row acknowledged")
     mqtt.loop_stop()
     mqtt.disconnect()
+
+
+def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, browser, applied, run_component,
+                                                                       database_url, unique, tmp_path) -> None:
+    """Three alerts survive a reload (from the snapshot); one acknowledged on a second screen
+    changes on the first, and after another reload the page still says who acknowledged."""
+    from playwright.sync_api import expect
+
+    tenant = f"reload{unique}"
+    migrate(database_url)
+    run_component(["sink"], applied.replace(database_url=database_url), GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
+    gateway = start_gateway(applied, tmp_path / "gateway.log", DATABASE_URL=database_url)
+    try:
+        alerts = [alert(tenant, f"guard-{n}") for n in range(3)]
+        produce(applied, TOPICS.events_critical.name, "guardstream.DeviceAlert", alerts)
+        wait_until(lambda: all(alert_status(database_url, a["event_id"]) == "NEW" for a in alerts), 60,
+                   "the three alerts in PostgreSQL")
+        items = page.locator(f"#alerts li[data-tenant='{tenant}']")
+        open_dashboard(page, gateway, tenant)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+
+        second = browser.new_context()
+        try:
+            other = second.new_page()
+            open_dashboard(other, gateway, tenant)
+            target = alerts[1]["event_id"]
+            other.locator(f"#alerts li[data-alert-id='{target}'] button.ack").click()
+            first_item = page.locator(f"#alerts li[data-alert-id='{target}']")
+            expect(first_item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+        finally:
+            second.close()
+        wait_until(lambda: alert_status(database_url, target) == "ACKNOWLEDGED", 60, "the acknowledgement's row")
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        expect(first_item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+        expect(first_item.locator(".who")).to_contain_text("by op-web", timeout=WAIT_MS)
+    finally:
+        gateway.stop()
