@@ -8,6 +8,9 @@ const RATE_WINDOW_MS = 10000;
 const MAX_ALERTS = 200;
 const NO_RETRY = new Set([4401, 4403, 4408]); // refusals a reconnect would only repeat
 const ALERT_SCHEMAS = new Set(["guardstream.DeviceAlert", "guardstream.GeofenceEvent"]);
+// alerts that put a person at risk stand apart from routine fence events, with a cue
+const LIFE_SAFETY = new Set(["PANIC", "SOS", "FALL", "SMOKE", "FIRE", "GEOFENCE_VIOLATION"]);
+const SEVERITY_RANK = { CRITICAL: 0, HIGH: 1, NORMAL: 2, LOW: 3 };
 const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALARM: "FALSE_ALARM" };
 
 const token = new URLSearchParams(location.search).get("token") || "";
@@ -176,7 +179,12 @@ function element(tag, className, text) {
 function onAlert(schema, data) {
   if (state.alerts.has(data.event_id)) return;
   const geofence = schema === "guardstream.GeofenceEvent";
-  const item = element("li", "alert severity-" + (geofence ? "CRITICAL" : data.severity));
+  const lifeSafety = !geofence && LIFE_SAFETY.has(data.kind);
+  const item = element("li", "alert " + (geofence ? "routine" : "severity-" + data.severity) +
+                       (lifeSafety ? " life-safety" : ""));
+  // life-safety first, then by severity (routine fence events last), newest first within each
+  item.dataset.rank = String(lifeSafety ? 0 : geofence ? 9 : 1 + (SEVERITY_RANK[data.severity] ?? 4));
+  item.dataset.ts = String(data.ts_ms);
   item.dataset.alertId = data.event_id;
   item.dataset.tenant = data.tenant;
   const title = geofence ? "FENCE " + data.transition + " " + data.fence_id : data.kind + " · " + data.severity;
@@ -196,8 +204,11 @@ function onAlert(schema, data) {
     }
   }
   const list = $("alerts");
-  list.prepend(item);
+  const after = [...list.children].find((other) => Number(other.dataset.rank) > Number(item.dataset.rank) ||
+    (other.dataset.rank === item.dataset.rank && Number(other.dataset.ts) < data.ts_ms));
+  list.insertBefore(item, after || null);
   state.alerts.set(data.event_id, item);
+  if (lifeSafety) cue(item);
   while (list.children.length > MAX_ALERTS) {
     const last = list.lastElementChild;
     state.alerts.delete(last.dataset.alertId);
@@ -209,6 +220,30 @@ function onAlert(schema, data) {
     state.parkedActions.delete(data.event_id);
     onAlertStatus({ alert_event_id: parked.alert_event_id, status: STATUS_OF[parked.action] || parked.action,
                     actor: parked.actor, note: parked.note, ts_ms: parked.ts_ms });
+  }
+}
+
+// a visible and an audible cue for a life-safety alert; the tone is generated here, nothing is loaded
+function cue(item) {
+  item.classList.add("fresh");
+  setTimeout(() => item.classList.remove("fresh"), 10000);
+  const AudioContext = window.AudioContext || window.webkitAudioContext;
+  if (!AudioContext) return;
+  try {
+    state.audio = state.audio || new AudioContext();
+    const now = state.audio.currentTime;
+    for (const [start, pitch] of [[0, 880], [0.25, 660], [0.5, 880]]) {
+      const tone = state.audio.createOscillator();
+      const gain = state.audio.createGain();
+      tone.frequency.value = pitch;
+      gain.gain.setValueAtTime(0.15, now + start);
+      gain.gain.exponentialRampToValueAtTime(0.001, now + start + 0.2);
+      tone.connect(gain).connect(state.audio.destination);
+      tone.start(now + start);
+      tone.stop(now + start + 0.2);
+    }
+  } catch (error) {
+    // a browser that allows no sound before a click keeps the visible cue
   }
 }
 

@@ -130,7 +130,8 @@ def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, b
     run_component(["sink"], applied.replace(database_url=database_url), GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
     gateway = start_gateway(applied, tmp_path / "gateway.log", DATABASE_URL=database_url)
     try:
-        alerts = [alert(tenant, f"guard-{n}") for n in range(3)]
+        base = int(time.time() * 1000) - 10_000
+        alerts = [alert(tenant, f"guard-{n}") | {"ts_ms": base + n * 1000} for n in range(3)]
         produce(applied, TOPICS.events_critical.name, "guardstream.DeviceAlert", alerts)
         wait_until(lambda: all(alert_status(database_url, a["event_id"]) == "NEW" for a in alerts), 60,
                    "the three alerts in PostgreSQL")
@@ -140,6 +141,9 @@ def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, b
         page.reload()
         page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
         expect(items).to_have_count(3, timeout=WAIT_MS)
+        # panics stand apart, newest first
+        expect(page.locator(f"#alerts li.life-safety[data-tenant='{tenant}']")).to_have_count(3)
+        assert items.evaluate_all("els => els.map(e => e.dataset.alertId)") == [a["event_id"] for a in alerts[::-1]]
 
         second = browser.new_context()
         try:
