@@ -11,6 +11,7 @@ const ALERT_SCHEMAS = new Set(["guardstream.DeviceAlert", "guardstream.GeofenceE
 // alerts that put a person at risk stand apart from routine fence events, with a cue
 const LIFE_SAFETY = new Set(["PANIC", "SOS", "FALL", "SMOKE", "FIRE", "GEOFENCE_VIOLATION"]);
 const SEVERITY_RANK = { CRITICAL: 0, HIGH: 1, NORMAL: 2, LOW: 3 };
+const STALE_MS = 5 * 60 * 1000; // a guard not heard from for this long is drawn as stale
 const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALARM: "FALSE_ALARM" };
 
 const token = new URLSearchParams(location.search).get("token") || "";
@@ -122,7 +123,10 @@ function drawGuard(id) {
   let node = guard.node;
   if (!node) {
     node = svg("g", { class: "guard" });
+    node.dataset.guard = id;
+    node.addEventListener("click", () => drawTrack(id));
     node.append(svg("circle", { r: 6 }));
+    node.append(svg("title"));
     const label = svg("text", { x: 9, y: 4 });
     label.textContent = id;
     node.append(label);
@@ -132,12 +136,42 @@ function drawGuard(id) {
   const [x, y] = project(p, guard.lon, guard.lat);
   node.setAttribute("transform", "translate(" + x.toFixed(1) + "," + y.toFixed(1) + ")");
   node.classList.toggle("violation", Boolean(guard.violation));
+  markStale(id, guard);
+}
+
+function markStale(id, guard) {
+  if (!guard.node || !guard.ts) return;
+  const stale = Date.now() - guard.ts > STALE_MS;
+  guard.node.classList.toggle("stale", stale);
+  guard.node.querySelector("title").textContent = id + " · " + guard.tenant + " · last seen " +
+    new Date(guard.ts).toLocaleTimeString() + (stale ? " (stale)" : "");
+}
+
+// the last hour of one guard, from the history API, simplified to what a map can show
+async function drawTrack(id) {
+  const layer = $("track");
+  const query = new URLSearchParams({ guard: id, from: "-1h", max_points: "500", token });
+  try {
+    const reply = await fetch("/api/positions?" + query.toString(), { cache: "no-store" });
+    if (!reply.ok) throw new Error("HTTP " + reply.status);
+    const track = await reply.json();
+    const p = state.projection;
+    layer.replaceChildren();
+    layer.dataset.guard = id;
+    if (!p || track.points.length === 0) return;
+    const points = track.points.map((fix) => project(p, fix.lon, fix.lat).map((v) => v.toFixed(1)).join(","));
+    layer.append(svg("polyline", { points: points.join(" "), class: "track-line" }));
+    say("track of " + id + ": " + track.points.length + " of " + track.source_points + " fixes in the last hour");
+  } catch (error) {
+    say("track of " + id + " unavailable: " + error.message);
+  }
 }
 
 function redrawMap() {
   state.projection = fitProjection();
   drawFences();
   for (const id of state.guards.keys()) drawGuard(id);
+  if ($("track").dataset.guard) drawTrack($("track").dataset.guard);
 }
 
 async function loadFences() {
@@ -154,7 +188,9 @@ async function loadFences() {
 
 function onPosition(data) {
   const known = state.guards.get(data.device_id) || {};
-  Object.assign(known, { lat: data.lat, lon: data.lon, violation: data.violation, tenant: data.tenant });
+  if (known.ts && data.ts_ms < known.ts) return; // a late fix does not move the guard back
+  Object.assign(known, { lat: data.lat, lon: data.lon, violation: data.violation, tenant: data.tenant,
+                         ts: data.ts_ms });
   state.guards.set(data.device_id, known);
   if (outside(state.projection, data.lon, data.lat)) redrawMap();
   else drawGuard(data.device_id);
@@ -411,4 +447,5 @@ if (!token) {
   loadFences();
   connect();
   setInterval(showRates, 1000);
+  setInterval(() => { for (const [id, guard] of state.guards) markStale(id, guard); }, 15000);
 }

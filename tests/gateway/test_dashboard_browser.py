@@ -82,6 +82,11 @@ def test_an_alert_appears_and_acknowledge_reaches_kafka_and_the_page(page, gatew
     expect(item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
 
 
+def guard_fixes(database_url: str, tenant: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM guard_positions WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
 def alert_status(database_url: str, alert_id: str) -> str | None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT status FROM device_alerts WHERE event_id = %s", (alert_id,)).fetchone()
@@ -161,5 +166,15 @@ def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, b
         expect(items).to_have_count(3, timeout=WAIT_MS)
         expect(first_item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
         expect(first_item.locator(".who")).to_contain_text("by op-web", timeout=WAIT_MS)
+
+        # a guard known only from the snapshot is on the map; a click draws its last hour
+        fixes = [position(tenant, "guard-0", n) for n in range(5)]
+        produce(applied, TOPICS.events_high.name, "guardstream.GuardPosition", fixes)
+        wait_until(lambda: guard_fixes(database_url, tenant) == 5, 60, "the fixes in PostgreSQL")
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        page.locator("#guards g[data-guard='guard-0']").click()
+        expect(page.locator("#track polyline")).to_have_count(1, timeout=WAIT_MS)
+        assert len(page.locator("#track polyline").get_attribute("points").split()) >= 2
     finally:
         gateway.stop()
