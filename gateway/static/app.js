@@ -167,11 +167,44 @@ async function drawTrack(id) {
   }
 }
 
+// labels never overlap: a label colliding with one already placed is hidden (guards in
+// violation first, then other guards, then fences); its name stays in the marker's tooltip
+function declutter() {
+  const labels = [...document.querySelectorAll("#guards .guard.violation text"),
+                  ...document.querySelectorAll("#guards .guard:not(.violation) text"),
+                  ...document.querySelectorAll("#fences text")];
+  const CELL = 64;
+  const placed = new Map(); // grid cell -> boxes placed in it
+  for (const label of labels) {
+    label.style.visibility = "";
+    const local = label.getBBox();
+    const m = label.getCTM && label.getCTM();
+    // into the map's coordinates: a guard's label sits in its marker's translated group
+    const box = m ? { x: m.a * local.x + m.e, y: m.d * local.y + m.f, w: m.a * local.width, h: m.d * local.height } :
+      { x: local.x, y: local.y, w: local.width, h: local.height };
+    const cells = [];
+    for (let cx = Math.floor(box.x / CELL); cx <= Math.floor((box.x + box.w) / CELL); cx++) {
+      for (let cy = Math.floor(box.y / CELL); cy <= Math.floor((box.y + box.h) / CELL); cy++) cells.push(cx + ":" + cy);
+    }
+    const hit = cells.some((cell) => (placed.get(cell) || []).some((o) =>
+      box.x < o.x + o.w && o.x < box.x + box.w && box.y < o.y + o.h && o.y < box.y + box.h));
+    if (hit) {
+      label.style.visibility = "hidden";
+      continue;
+    }
+    for (const cell of cells) {
+      if (!placed.has(cell)) placed.set(cell, []);
+      placed.get(cell).push(box);
+    }
+  }
+}
+
 function redrawMap() {
   state.projection = fitProjection();
   drawFences();
   for (const id of state.guards.keys()) drawGuard(id);
   if ($("track").dataset.guard) drawTrack($("track").dataset.guard);
+  declutter();
 }
 
 async function loadFences() {
@@ -448,4 +481,5 @@ if (!token) {
   connect();
   setInterval(showRates, 1000);
   setInterval(() => { for (const [id, guard] of state.guards) markStale(id, guard); }, 15000);
+  setInterval(declutter, 2000); // guards move: place the labels again
 }

@@ -176,5 +176,15 @@ def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, b
         page.locator("#guards g[data-guard='guard-0']").click()
         expect(page.locator("#track polyline")).to_have_count(1, timeout=WAIT_MS)
         assert len(page.locator("#track polyline").get_attribute("points").split()) >= 2
+
+        # two guards on the same spot: one label shows, the other is hidden
+        produce(applied, TOPICS.events_high.name, "guardstream.GuardPosition",
+                [fixes[-1] | {"event_id": f"{tenant}-twin", "device_id": "guard-1"}])
+        wait_until(lambda: guard_fixes(database_url, tenant) == 6, 60, "the twin's fix in PostgreSQL")
+        page.reload()
+        page.wait_for_selector("#guards g[data-guard='guard-1']", timeout=WAIT_MS)
+        shown = "els => els.filter(e => getComputedStyle(e).visibility !== 'hidden').length"
+        page.wait_for_function(f"() => ({shown})([...document.querySelectorAll('#guards text')]) === 1",
+                               timeout=WAIT_MS)
     finally:
         gateway.stop()
