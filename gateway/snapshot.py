@@ -41,11 +41,6 @@ class Scope:
     position_tenants: frozenset[str]
     devices: frozenset[str]
 
-    @property
-    def empty(self) -> bool:
-        return (self.alert_tenants is not None and not self.alert_tenants and not self.position_tenants
-                and not self.devices)
-
 
 def scope(principal: Principal, channels: Iterable[str]) -> Scope:
     alerts: set[str] | None = set()

@@ -25,10 +25,6 @@ def test_scope_follows_the_channels_and_the_tokens_tenants(principal, channels, 
     assert scope(principal, channels) == expected
 
 
-def test_a_sensors_only_subscription_reads_nothing():
-    assert scope(ANN, ["tenant:acme:sensors"]).empty and not scope(ANN, ["device:g7"]).empty
-
-
 @pytest.mark.parametrize(("reflected", "live", "resume", "ahead"), [
     ({A: 10, B: 5}, {A: 12, B: 5}, {A: 9, B: 4}, {}),  # behind or level: replay [10, 12) of A
     ({A: 15}, {A: 12}, {A: 14}, {A: 15}),  # the sink is past the hub: live must reach 15 first
