@@ -228,7 +228,7 @@ class SinkLoop:
             return False
         writable = [(ref, write) for ref, write in self.batch.items if not isinstance(write, Refused)]
         try:
-            result = self.writer.write(writable)
+            result = self.writer.write(writable, self.batch.next_offsets)
         except UnavailableError as exc:
             self.breaker.failed(time.monotonic())
             self.metrics.retries.labels(self.kind).inc()
@@ -327,7 +327,17 @@ class SinkLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = True
+        self._seed_positions(consumer, partitions)
         log.info("%s: assigned %s", self.kind, ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    def _seed_positions(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A partition this sink has not written since sink_positions exists still has a known
+        # position: everything below the committed offset is written. Later writes raise it exactly.
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+            self.writer.seed_positions({(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0})
+        except (KafkaException, UnavailableError) as exc:
+            log.warning("%s: positions not seeded, the next write sets them: %s", self.kind, exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whatever is not committed now is read again, from the committed offsets, by the next owner.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -151,6 +151,11 @@ WITH applied AS (
            status_ts_ms = %(ts_ms)s, status_note = %(note)s
      WHERE event_id = %(alert)s::text AND (status_ts_ms IS NULL OR status_ts_ms < %(ts_ms)s)
  RETURNING 1
+), logged AS (
+    INSERT INTO alert_action_log (action_id, alert_event_id, tenant, status, actor, ts_ms, status_at, note)
+    VALUES (%(action_id)s::text, %(alert)s::text, %(tenant)s::text, %(status)s::text, %(actor)s::text,
+            %(ts_ms)s::bigint, %(status_at)s::timestamptz, %(note)s::text)
+    ON CONFLICT (action_id) DO NOTHING
 ), parked AS (
     INSERT INTO alert_actions_pending (action_id, alert_event_id, tenant, status, actor, ts_ms, status_at, note)
     SELECT %(action_id)s::text, %(alert)s::text, %(tenant)s::text, %(status)s::text, %(actor)s::text,
@@ -180,6 +185,14 @@ WITH latest AS (
  RETURNING 1
 )
 SELECT (SELECT count(*) FROM applied), (SELECT count(*) FROM dropped)
+"""
+
+
+# The Kafka position the tables reflect: raised (never lowered) in the transaction that writes the rows.
+_RAISE_POSITIONS = """
+INSERT INTO sink_positions AS s (topic, partition, next_offset) VALUES (%s, %s, %s)
+ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+ WHERE s.next_offset < EXCLUDED.next_offset
 """
 
 
@@ -227,6 +240,11 @@ class BatchWriter(Generic[R]):
             except psycopg.errors.UndefinedTable as exc:
                 raise GuardstreamError(f"table {table.name} is missing: run `guardstream db migrate`",
                                        reason="not_migrated") from exc
+        try:
+            conn.execute("SELECT 1 FROM sink_positions LIMIT 0")  # written in place, never staged
+        except psycopg.errors.UndefinedTable as exc:
+            raise GuardstreamError("table sink_positions is missing: run `guardstream db migrate`",
+                                   reason="not_migrated") from exc
 
     def close(self) -> None:
         if self._conn is not None:
@@ -250,9 +268,23 @@ class BatchWriter(Generic[R]):
 
     # -- batches ----------------------------------------------------------------------
 
-    def write(self, items: Sequence[tuple[R, Write]]) -> WriteResult[R]:
-        """Write every item in one transaction; refused rows come back in ``rejected``."""
-        return self._guarded(lambda conn: self._write(conn, items))
+    def write(self, items: Sequence[tuple[R, Write]],
+              positions: Mapping[tuple[str, int], int] | None = None) -> WriteResult[R]:
+        """Write every item in one transaction; refused rows come back in ``rejected``.
+
+        ``positions``: per (topic, partition), the offset after the batch's last record; stored
+        in the same transaction, so a reader of the tables knows exactly which records they hold."""
+        def work(conn: psycopg.Connection) -> WriteResult[R]:
+            result = self._write(conn, items)
+            if positions:
+                _raise_positions(conn, positions)
+            return result
+        return self._guarded(work)
+
+    def seed_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Raise the stored positions to ``positions`` (committed offsets: every record below is written)."""
+        if positions:
+            self._guarded(lambda conn: _raise_positions(conn, positions))
 
     def _write(self, conn: psycopg.Connection, items: Sequence[tuple[R, Write]]) -> WriteResult[R]:
         result: WriteResult[R] = WriteResult()
@@ -376,3 +408,8 @@ def _action_params(action: AlertStatusChange) -> dict[str, Any]:
     return {"status": action.status, "actor": action.actor, "status_at": action.status_at, "ts_ms": action.ts_ms,
             "note": action.note, "alert": action.alert_event_id, "action_id": action.action_id,
             "tenant": action.tenant}
+
+
+def _raise_positions(conn: psycopg.Connection, positions: Mapping[tuple[str, int], int]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(_RAISE_POSITIONS, [(t, p, o) for (t, p), o in sorted(positions.items())])
