@@ -1,7 +1,8 @@
 """``guardstream up``: the whole pipeline on one machine, with one command.
 
-Kafka (the embedded tansu broker, memory only), MQTT (mosquitto when on PATH,
-else amqtt) and PostgreSQL (pgserver, data under the state directory) are
+Kafka (the embedded tansu broker, memory only: its topics start empty, and the
+fences come back from PostgreSQL, see :mod:`guardstream.infra.restore`), MQTT
+(mosquitto when on PATH, else amqtt) and PostgreSQL (pgserver, data under the state directory) are
 started unless the environment already points at servers of one's own
 (``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
 migrations are applied and every registered component runs as a supervised
@@ -157,6 +158,7 @@ class Stack:
     addresses: dict[str, str] = field(default_factory=dict)  # settings variable -> value, for stack.json
     ports: dict[str, int] = field(default_factory=dict)  # what ports.json will remember
     moved: list[str] = field(default_factory=list)  # remembered ports that were taken, as lines to print
+    started_kafka: bool = False  # the embedded broker, whose topics start empty at every start
     _stop_postgres: Callable[[], None] | None = None
 
     def _port(self, name: str, default: int, taken: set[int]) -> int:
@@ -176,8 +178,9 @@ class Stack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
             port = self._port("kafka", DEFAULT_PORTS["kafka"], taken)
             supervisor.start(tansu_spec(port))
+            self.started_kafka = True
             changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
-            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: data ends with the stack)"
+            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: topics start empty; fences restored)"
         else:
             self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
         if "MQTT_URL" not in environ:
@@ -271,7 +274,7 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
 
     With ``simulate_devices``, a simulated fleet publishes to MQTT too (see :meth:`Stack.start_simulator`).
     """
-    from guardstream.infra import migrate, topics
+    from guardstream.infra import migrate, restore, topics
     already = running_stack(settings.state_dir.resolve())
     if already is not None:
         raise GuardstreamError(f"a stack runs from {settings.state_dir} already (pid {already.pid}); stop it, "
@@ -283,6 +286,10 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
         supervisor.log("up", f"topics: {len(changes)} change(s)" if changes else "topics: up to date")
         applied = migrate.migrate(ready.database_url)
         supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
+        if stack.started_kafka:
+            restored = restore.restore_fences(ready)
+            if restored:
+                supervisor.log("up", f"geofences: restored {restored} from PostgreSQL into the empty topic")
         stack.start_components(supervisor, ready)
         if simulate_devices > 0:
             stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)
