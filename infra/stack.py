@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
+from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
 from guardstream.local_stack import PORTS_FILE, STACK_FILE, remembered_ports, running_stack, stack_doc
 from guardstream.settings import Settings, masked_url
 
@@ -104,7 +105,7 @@ def kafka_answers(bootstrap: str) -> bool:
 # The broker's storage. The tansu build we ship has two engines: memory and S3. Its S3 engine
 # allocates offsets with conditional PUTs (If-None-Match / If-Match); of the S3 servers a registry
 # installs, s3rver (npm) keeps data on disk but ignores those conditions, so concurrent producers
-# overwrite each other's batches (bench/broker_storage.py measured 70 % lost), and moto honours them
+# overwrite each other's batches (bench/broker_storage.py: 70-75 % lost), and moto honours them
 # but keeps everything in memory. So memory it is, and up restores the fences (infra/restore.py).
 MEMORY_STORAGE = "memory://tansu/"
 
@@ -284,7 +285,7 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
 
     With ``simulate_devices``, a simulated fleet publishes to MQTT too (see :meth:`Stack.start_simulator`).
     """
-    from guardstream.infra import migrate, restore, topics
+    from guardstream.infra import migrate, topics
     already = running_stack(settings.state_dir.resolve())
     if already is not None:
         raise GuardstreamError(f"a stack runs from {settings.state_dir} already (pid {already.pid}); stop it, "
@@ -297,9 +298,8 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
         applied = migrate.migrate(ready.database_url)
         supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
         if stack.started_kafka:
-            restored = restore.restore_fences(ready)
-            if restored:
-                supervisor.log("up", f"geofences: restored {restored} from PostgreSQL into the empty topic")
+            _refill_kafka(ready, supervisor, apply_topics=False)
+            supervisor.after_restart("kafka", lambda: _refill_kafka(ready, supervisor, apply_topics=True))
         stack.start_components(supervisor, ready)
         if simulate_devices > 0:
             stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)
@@ -313,6 +313,24 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
     waiting = _wait_components(stack, ready, supervisor, ready_within_s)
     report(stack, ready, waiting)
     return stack
+
+
+def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool) -> None:
+    """The embedded broker started empty (at ``up``, or restarted after it died): the topics when
+    ``apply_topics`` (``up`` applied them already), then the fences from PostgreSQL."""
+    from guardstream.infra import restore, topics
+    if apply_topics:
+        wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
+        changes = topics.apply(settings)
+        supervisor.log("up", f"topics: {len(changes)} change(s) after the broker's restart")
+    restored = restore.restore_fences(settings)
+    if restored:
+        supervisor.log("up", f"geofences: restored {restored} from PostgreSQL into the empty topic")
+    if apply_topics:
+        # the components' idempotent producers hold ids the new broker never issued (it refuses them
+        # with UnknownProducerId for ever) and their consumers offsets past the new topics' ends
+        supervisor.log("up", "restarting the components against the new broker")
+        supervisor.restart_layer(COMPONENTS_LAYER)
 
 
 def _wait_components(stack: Stack, settings: Settings, supervisor: Supervisor, timeout_s: float) -> list[str]:

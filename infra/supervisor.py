@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -81,7 +81,18 @@ class Supervisor:
         self._backoff = backoff
         self._width = width
         self._children: list[_Running] = []
+        self._after_restart: dict[str, Callable[[], None]] = {}
         self.stopping = threading.Event()
+
+    def after_restart(self, name: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (in a thread of its own) each time the child ``name`` is restarted."""
+        self._after_restart[name] = action
+
+    def _run_after_restart(self, name: str, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - the child runs on; the user reads what did not follow
+            self.log(name, f"after the restart: {type(exc).__name__}: {exc}")
 
     def log(self, name: str, line: str) -> None:
         with self._lock:
@@ -124,6 +135,10 @@ class Supervisor:
             elif now >= child.restart_at:
                 child.process = self._spawn(child.spec)
                 child.started, child.restart_at = now, None
+                action = self._after_restart.get(child.spec.name)
+                if action is not None:
+                    threading.Thread(target=self._run_after_restart, args=(child.spec.name, action),
+                                     daemon=True).start()
 
     def run_until_stopped(self, poll_s: float = 0.2) -> None:
         while not self.stopping.wait(poll_s):
@@ -134,6 +149,22 @@ class Supervisor:
         self.stopping.set()
         for layer in sorted({c.spec.layer for c in self._children}, reverse=True):
             self._stop_all([c for c in reversed(self._children) if c.spec.layer == layer], grace_s)
+
+    def restart_layer(self, layer: int, grace_s: float = 10.0) -> None:
+        """Stop the children of ``layer``; :meth:`tick` starts them again as after any exit."""
+        # the processes of now: tick may start their successors while this waits
+        processes = [(c.spec.name, c.process) for c in self._children if c.spec.layer == layer]
+        for _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(name, f"did not stop within {grace_s:.0f}s; killing")
+                process.kill()
+                process.wait()
 
     def _stop_all(self, children: list[_Running], grace_s: float) -> None:
         for child in children:

@@ -2,8 +2,12 @@
 are still raised) although the embedded Kafka starts empty."""
 
 import json
+import os
+import re
 import shlex
+import signal
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -81,5 +85,44 @@ def test_a_restart_keeps_the_rows_and_the_fences_and_violations_are_still_raised
         wait_until(lambda: _count(settings, "SELECT count(*) FROM device_alerts WHERE device_id = %s "
                                             "AND kind = 'GEOFENCE_VIOLATION'", "g-after") == 1,
                    30, "a violation for the guard outside")
+    finally:
+        ctrl_c(process, lines)
+
+
+def _broker_pid(up_pid: int) -> int:
+    """The embedded tansu among the children of `up`."""
+    for child in (Path("/proc") / str(up_pid) / "task").glob("*/children"):
+        for pid in child.read_text().split():
+            if "tansu" in (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace"):
+                return int(pid)
+    raise AssertionError("no tansu child of up")
+
+
+def test_a_killed_broker_comes_back_with_the_topics_and_the_fences(tmp_path):
+    """kill -9 of the embedded broker: the supervisor starts it again, empty; up applies the topics
+    and writes the fences back from PostgreSQL, then restarts the components against it."""
+    fences = tmp_path / "fences.geojson"
+    fences.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "depot", "name": "Depot", "kind": "site", "tenant": "acme"},
+         "geometry": {"type": "Polygon", "coordinates": [SQUARE]}}]}))
+    process, lines = start_up(clean_env(), tmp_path)
+    try:
+        wait_banner(process, lines)
+        settings = _stack_settings(tmp_path)
+        imported = second_shell(["fences", "import", str(fences)], tmp_path)
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        wait_until(lambda: _count(settings, "SELECT count(*) FROM geofences WHERE fence_id = 'depot'") == 1,
+                   30, "the fence in PostgreSQL")
+        before = len(lines)
+        os.kill(_broker_pid(process.pid), signal.SIGKILL)
+        wait_until(lambda: any("restarting the components" in line for line in lines[before:]), 60,
+                   "the broker refilled")
+        after = "".join(lines[before:])
+        assert re.search(r"topics: [1-9]\d* change\(s\) after the broker's restart", after), after
+        assert "geofences: restored 1 from PostgreSQL" in after, after
+        listed = second_shell(["fences", "list"], tmp_path)
+        assert listed.returncode == 0 and "depot" in listed.stdout, listed.stdout + listed.stderr
+        health = second_shell(["health"], tmp_path).stdout
+        assert "every catalog topic present" in health, health
     finally:
         ctrl_c(process, lines)

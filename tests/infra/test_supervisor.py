@@ -5,6 +5,7 @@ import time
 
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS
 from guardstream.infra.stack import wait_until
+from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
 from guardstream.infra.supervisor import SERVERS, Backoff, ChildSpec, Supervisor
 
 
@@ -119,3 +120,26 @@ def test_a_withheld_variable_reaches_no_child_whether_ours_or_its_own(tmp_path, 
 
 def test_only_a_component_that_verifies_tokens_is_given_the_token_secret():
     assert [c.name for c in COMPONENTS if c.verifies_tokens] == ["gateway"]
+
+
+def test_an_action_follows_each_restart_of_its_child(tmp_path):
+    supervisor = Supervisor(out=io.StringIO(), backoff=Backoff(base_s=0.05, cap_s=0.1))
+    supervisor.start(ChildSpec("broker", [sys.executable, "-c", "import sys; sys.exit(1)"]))
+    followed = []
+    supervisor.after_restart("broker", lambda: followed.append(1))
+    wait_until(lambda: supervisor.tick() or len(followed) >= 2, 20, "two restarts followed")
+    supervisor.stop()
+
+
+def test_restart_layer_stops_that_layer_only_and_tick_starts_it_again(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out, backoff=Backoff(base_s=0.05, cap_s=0.1))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    server = supervisor.start(ChildSpec("server", sleeper, layer=SERVERS))
+    component = supervisor.start(ChildSpec("component", sleeper))
+    supervisor.restart_layer(COMPONENTS_LAYER)
+    assert component.poll() is not None and server.poll() is None
+    wait_until(lambda: supervisor.tick() or len(supervisor.pids()) == 2 and component.pid not in supervisor.pids()
+               and all(_alive(pid) for pid in supervisor.pids()), 20, "the component started again")
+    assert server.pid in supervisor.pids()
+    supervisor.stop()
