@@ -299,7 +299,11 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
         supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
         if stack.started_kafka:
             _refill_kafka(ready, supervisor, apply_topics=False)
-            supervisor.after_restart("kafka", lambda: _refill_kafka(ready, supervisor, apply_topics=True))
+            # the components stop when the broker dies and start once it is refilled: their idempotent
+            # producers hold ids the new broker never issued (refused with UnknownProducerId for ever),
+            # and a consumer that joins a group on it and then stops leaves the group waiting for it
+            supervisor.after_restart("kafka", lambda: _refill_kafka(ready, supervisor, apply_topics=True),
+                                     hold=COMPONENTS_LAYER)
         stack.start_components(supervisor, ready)
         if simulate_devices > 0:
             stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)
@@ -327,10 +331,7 @@ def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool
     if restored:
         supervisor.log("up", f"geofences: restored {restored} from PostgreSQL into the empty topic")
     if apply_topics:
-        # the components' idempotent producers hold ids the new broker never issued (it refuses them
-        # with UnknownProducerId for ever) and their consumers offsets past the new topics' ends
         supervisor.log("up", "restarting the components against the new broker")
-        supervisor.restart_layer(COMPONENTS_LAYER)
 
 
 def _wait_components(stack: Stack, settings: Settings, supervisor: Supervisor, timeout_s: float) -> list[str]:

@@ -124,5 +124,11 @@ def test_a_killed_broker_comes_back_with_the_topics_and_the_fences(tmp_path):
         assert listed.returncode == 0 and "depot" in listed.stdout, listed.stdout + listed.stderr
         health = second_shell(["health"], tmp_path).stdout
         assert "every catalog topic present" in health, health
+        # the components, started again once the fences were back, raise violations as before
+        wait_until(lambda: second_shell(["health"], tmp_path).returncode == 0, 60, "the components ready again")
+        _publish_fix(settings, "g-killed", "acme", FAR_OUT)
+        wait_until(lambda: _count(settings, "SELECT count(*) FROM device_alerts WHERE device_id = %s "
+                                            "AND kind = 'GEOFENCE_VIOLATION'", "g-killed") == 1,
+                   60, "a violation after the broker's death")
     finally:
         ctrl_c(process, lines)

@@ -1,6 +1,7 @@
 import io
 import os
 import sys
+import threading
 import time
 
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS
@@ -142,4 +143,22 @@ def test_restart_layer_stops_that_layer_only_and_tick_starts_it_again(tmp_path):
     wait_until(lambda: supervisor.tick() or len(supervisor.pids()) == 2 and component.pid not in supervisor.pids()
                and all(_alive(pid) for pid in supervisor.pids()), 20, "the component started again")
     assert server.pid in supervisor.pids()
+    supervisor.stop()
+
+
+def test_a_held_layer_stops_when_its_server_dies_and_starts_after_the_action(tmp_path):
+    supervisor = Supervisor(out=io.StringIO(), backoff=Backoff(base_s=0.05, cap_s=0.1))
+    marker = tmp_path / "server-ran"
+    server_script = f"import pathlib,sys,time; p=pathlib.Path({str(marker)!r}); first=not p.exists(); " \
+                    "p.write_text('x'); sys.exit(1) if first else time.sleep(60)"
+    supervisor.start(ChildSpec("server", [sys.executable, "-c", server_script], layer=SERVERS))
+    component = supervisor.start(ChildSpec("component", [sys.executable, "-c", "import time; time.sleep(60)"]))
+    release = threading.Event()
+    supervisor.after_restart("server", release.wait, hold=COMPONENTS_LAYER)
+    wait_until(lambda: supervisor.tick() or component.poll() is not None, 20, "the component stopped")
+    for _ in range(5):
+        supervisor.tick()
+    assert component.pid in supervisor.pids()  # held: not started again while the action runs
+    release.set()
+    wait_until(lambda: supervisor.tick() or component.pid not in supervisor.pids(), 20, "the component again")
     supervisor.stop()
