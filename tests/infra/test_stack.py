@@ -4,15 +4,18 @@ import os
 import re
 import socket
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from guardstream.infra.stack import wait_until
+
+from support.up_runs import clean_env as _clean_env
+from support.up_runs import ctrl_c as _ctrl_c
+from support.up_runs import second_shell as _second_shell
+from support.up_runs import start_up as _up
+from support.up_runs import wait_banner as _wait_banner
 
 pytestmark = pytest.mark.slow
 
@@ -37,42 +40,6 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
-
-
-SERVER_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL", "DATABASE_URL")
-
-
-def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARS and not k.startswith("GUARDSTREAM_")}
-    return {**env, **extra}
-
-
-def _up(env, cwd):
-    """`guardstream up` in a process group of its own (so the test can press Ctrl-C as a terminal
-    does: SIGINT to the group), and the list its output lines arrive in."""
-    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "up"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=cwd, process_group=0)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    return process, lines
-
-
-def _wait_banner(process, lines):
-    wait_until(lambda: any("guardstream is up;" in line for line in lines) or process.poll() is not None,
-               90, "guardstream up")
-    assert process.poll() is None, "".join(lines)
-
-
-def _ctrl_c(process, lines):
-    os.killpg(process.pid, signal.SIGINT)
-    code = process.wait(60)
-    assert code == 0, "".join(lines)
-
-
-def _second_shell(args, cwd):
-    """A guardstream command in another shell: none of the stack's variables in its environment."""
-    return subprocess.run([sys.executable, "-m", "guardstream.cli", *args], env=_clean_env(), cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
 
 
 def _addresses(output):
