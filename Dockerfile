@@ -1,5 +1,5 @@
 # The guardstream components as one image: `docker build -t guardstream .`, then
-# `docker run guardstream COMMAND` (bridge, worker, sink, gateway, lag-exporter, commands, topics apply, ...).
+# `docker run guardstream COMMAND` (bridge, worker, sink, gateway, notifier, lag-exporter, commands, topics apply, ...).
 # infra/compose.yml runs the whole pipeline with it.
 FROM python:3.11-slim
 
@@ -12,6 +12,7 @@ COPY guardstream ./guardstream
 COPY connectors ./connectors
 COPY gateway ./gateway
 COPY infra ./infra
+COPY notifier ./notifier
 COPY schemas ./schemas
 COPY sinks ./sinks
 COPY streams ./streams

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from embedded import embedded_env, ready
 from paho.mqtt.enums import CallbackAPIVersion
 
-from guardstream.connectors.mapping import DEFAULT_RULES
+from guardstream.connectors.mapping import DEFAULT_RULES, subscription_filters
 from guardstream.connectors.mqtt import endpoint
 from guardstream.connectors.mqtt_reader import ReadAheadClient
 from guardstream.connectors.simulation import Fleet
@@ -85,7 +85,7 @@ def count_messages(env: dict, read_ahead: bool, ready, results) -> None:
     client = kind(CallbackAPIVersion.VERSION2, client_id=f"bench-count-{os.getpid()}", protocol=mqtt.MQTTv5)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
-    client.on_connect = lambda c, *args: c.subscribe([(rule.mqtt_filter, rule.subscribe_qos) for rule in DEFAULT_RULES])
+    client.on_connect = lambda c, *args: c.subscribe(subscription_filters(DEFAULT_RULES))
     client.connect(ep.host, ep.port)
     client.loop_start()
     subscribed.wait(10)

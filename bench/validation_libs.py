@@ -7,8 +7,10 @@ on a strict ``BaseModel`` (``Field`` constraints), so neither coerces strings to
 numbers. The payloads are a fixed mix of valid fixes and typical bad ones
 (out-of-range latitude, missing ``ts``, wrong types, broken JSON).
 
-The last line times ``guardstream.streams.validation.validate`` end to end (the
-library decode plus timestamp, id and tenant normalisation), for comparison.
+The third line times ``guardstream.streams.validation.validate`` end to end (the
+library decode plus timestamp, id and tenant normalisation), for comparison; the
+last the same on the older fleet's dialect (``timestamp`` as an ISO string,
+``accuracy``, integer ``guard_id`` and ``client_id``), valid payloads only.
 
 Prints figures only; nothing is asserted. Run: python bench/validation_libs.py [N]
 """
@@ -84,6 +86,15 @@ def payloads(n: int, seed: int = 42) -> list[bytes]:
             for _ in range(n)]
 
 
+def older_dialect_payloads(n: int, seed: int = 42) -> list[bytes]:
+    rng = random.Random(seed)
+    moment = NOW_MS // 1000 - 60
+    return [json.dumps({"lat": round(rng.uniform(-90, 90), 6), "lon": round(rng.uniform(-180, 180), 6),
+                        "accuracy": round(rng.uniform(1, 30), 1), "guard_id": rng.randrange(500), "client_id": 1,
+                        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment - rng.randrange(60)))}
+                       ).encode() for _ in range(n)]
+
+
 def msgspec_run(batch: list[bytes]) -> int:
     decode = msgspec.json.Decoder(GpsStruct).decode
     ok = 0
@@ -140,6 +151,8 @@ def main() -> None:
                       ("guardstream validate()", guardstream_runner(n))):
         rate, ok = best_rate(batch, run)
         print(f"{name:30s} {rate:>12,.0f} events/s   ({ok} valid)")
+    rate, ok = best_rate(older_dialect_payloads(n), guardstream_runner(n))
+    print(f"{'  the same, older dialect':30s} {rate:>12,.0f} events/s   ({ok} valid)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,15 @@ message); the ``kafka-poll`` thread serves them only when MQTT is idle.
 Records linger up to ``GUARDSTREAM_BRIDGE_LINGER_MS`` to share a produce request, which the
 embedded broker pays for per request.
 
+No single message stops a lane. Every record Kafka or its client refuses for good (too
+large, invalid) becomes a dead letter instead, the dead letter cut to fit
+(``schemas/dead_letters.py``); a dead letter refused in turn is sent once more bare
+(payload cut to nothing, its length and hash kept). An error in a lane's threads (paho's
+network thread runs the message callback; ``kafka-poll`` the idle delivery reports) fails the
+lane: ``/readyz`` answers 503, and the process stops with exit code 1 so its supervisor
+restarts it. A message that failed the lane twice is dead-lettered on its third delivery
+instead of crash-looping the bridge (``poison.py``).
+
 The decisions (mapping, refusal, ack order) are pure code in ``mapping.py``,
 ``raw.py`` and ``acks.py``; this module is the threads and clients around them.
 """
@@ -33,26 +42,29 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Producer
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
 
 from guardstream.catalog import TOPICS
 from guardstream.connectors.acks import OrderedAcks, Ticket
-from guardstream.connectors.mapping import Rule, load_rules
+from guardstream.connectors.mapping import Rule, load_rules, subscription_filters
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
-from guardstream.connectors.raw import Divert, Forward, Incoming, decide
-from guardstream.kafka import produce, producer_config
+from guardstream.connectors.poison import PoisonLedger, ledger_path, load, save
+from guardstream.connectors.raw import (TOPIC_REFUSALS, Divert, Forward, Incoming, PropertyLimits, Skip, decide,
+                                        message_id, poison)
+from guardstream.kafka import error_text, produce, producer_config
+from guardstream.lifecycle import start_guarded
 from guardstream.records import DEAD_LETTER
+from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.dead_letters import MAX_PAYLOAD, Source, dead_letter
 from guardstream.settings import Settings, masked_url
 
 log = logging.getLogger("guardstream.bridge")
@@ -76,6 +88,20 @@ QUEUE_WAIT_S = math.inf
 SERVE_REPORTS_S = 0.001
 # The kafka-poll thread serves delivery reports when the MQTT thread has not for this long.
 IDLE_POLL_S = 0.02
+# How often the main thread checks that every lane's threads still run.
+THREAD_CHECK_S = 1.0
+
+
+@dataclass(slots=True)
+class Sent:
+    """One record handed to the producer on a message's behalf, for its delivery report."""
+
+    ticket: Ticket | None  # the message's place in the ack window; None for QoS 0
+    received: float  # monotonic time the message arrived
+    counter: Any  # the metric child counted on delivery
+    incoming: Incoming
+    decision: Forward | Divert  # what the record is: the message forwarded, or its dead letter
+    bare: bool = False  # the last resort: a dead letter stripped of payload and user headers
 
 
 def now_ms() -> int:
@@ -85,7 +111,7 @@ def now_ms() -> int:
 def subscriptions(rules: tuple[Rule, ...], settings: Settings) -> list[tuple[str, int]]:
     """(filter, qos) per rule, in the shared-subscription group when MQTT 5 has one."""
     group = settings.bridge_shared_group if is_v5(settings) else ""
-    return [(f"$share/{group}/{r.mqtt_filter}" if group else r.mqtt_filter, r.subscribe_qos) for r in rules]
+    return [(f"$share/{group}/{f}" if group else f, qos) for f, qos in subscription_filters(rules)]
 
 
 def lanes(rules: tuple[Rule, ...]) -> list[tuple[str, tuple[Rule, ...]]]:
@@ -124,27 +150,44 @@ class Bridge:
         self._last_polled = 0.0  # when the MQTT thread last served delivery reports (monotonic)
         # labelled metric children, looked up once each: labels() costs more than inc()
         self._children: dict[tuple[object, ...], Any] = {}
+        self.limits = PropertyLimits(settings.bridge_user_properties_max, settings.bridge_user_properties_bytes_max)
+        self._prefixes = frozenset(r.prefix for r in self.rules)
+        self.ledger_path = ledger_path(settings.state_dir, settings.bridge_id, lane)
+        self.ledger: PoisonLedger = load(self.ledger_path)
         self.client = new_client(settings, client_id, manual_ack=True, persistent=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self._poller = threading.Thread(target=self._poll_kafka, name="kafka-poll", daemon=True)
+        self._poller: threading.Thread | None = None
+        self._network: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        self._poller.start()
+        self._poller = start_guarded(f"kafka-poll-{self.lane}", self._poll_kafka, self._fail, log,
+                                     f"the {self.lane} lane's Kafka poller")
         connect(self.client, self.settings, persistent=True, receive_maximum=self.settings.bridge_max_inflight)
         self.client.loop_start()
+        self._network = getattr(self.client, "_thread", None)  # paho's loop thread (paho is pinned)
 
     def ready(self) -> tuple[bool, str]:
         if self.fatal is not None:
-            return False, f"failed: {self.fatal}"
+            return False, f"failed: {self.fatal!r}"
         if not self.mqtt_connected.is_set():
             return False, "MQTT not connected"
         if not self.kafka_ok.is_set():
             return False, "Kafka not reachable"
         return True, ""
+
+    def check_threads(self) -> None:
+        """Fail the lane when one of its threads has ended while it runs: paho's network thread
+        can end on an error of its own, outside any callback of ours."""
+        if self.stopping.is_set():
+            return
+        for name, thread in (("MQTT network", self._network), ("Kafka poll", self._poller)):
+            if thread is not None and not thread.is_alive():
+                log.error("%s lane: its %s thread ended; stopping so the supervisor restarts us", self.lane, name)
+                self._fail(RuntimeError(f"{name} thread ended"))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop taking messages, let in-flight records reach Kafka and their acks reach MQTT."""
@@ -182,11 +225,16 @@ class Bridge:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def _fail(self, exc: BaseException) -> None:
+        """The lane cannot go on: not ready from now on, and the process stops (exit code 1)."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stopping.set()
+
     def _on_kafka_error(self, error: KafkaError) -> None:
         if error.fatal():
-            self.fatal = KafkaException(error)
             log.error("Kafka producer failed: %s; stopping so the supervisor restarts us", error.str())
-            self.stopping.set()
+            self._fail(KafkaException(error))
         elif error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.kafka_ok.clear()
             self.metrics.connected.labels("kafka").set(0)
@@ -196,6 +244,13 @@ class Bridge:
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                     properties: object) -> None:
+        try:
+            self._connected(client, reason)
+        except Exception as exc:  # noqa: BLE001 - raised on, it would end paho's thread and leave the lane deaf
+            log.exception("%s lane: error on MQTT connect", self.lane)
+            self._fail(exc)
+
+    def _connected(self, client: mqtt.Client, reason: object) -> None:
         if getattr(reason, "is_failure", False):
             log.warning("MQTT connection refused: %s", reason)
             return
@@ -222,16 +277,41 @@ class Bridge:
             log.warning("MQTT disconnected (%s); %d unacknowledged message(s) will be redelivered", reason, dropped)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        received = time.monotonic()
+        # paho runs this on its network thread: an error raised on from here would end that
+        # thread, and the lane with it, while the process looked alive
         try:
-            topic: str | None = message.topic
-        except UnicodeDecodeError:
-            topic = None
+            self._take(message)
+        except Exception as exc:  # noqa: BLE001 - recorded against the message, then the lane stops
+            self._lane_failed(exc, message)
+
+    def _lane_failed(self, exc: Exception, message: mqtt.MQTTMessage) -> None:
+        """Handling ``message`` failed: count it in the poison ledger, then stop the lane.
+        Not acknowledged, the message comes back after the restart; see ``poison.py``."""
+        topic = _topic(message)
+        msg_id = message_id(topic, message.payload)
+        kills = self.ledger.killed(msg_id)
+        try:
+            save(self.ledger, self.ledger_path)
+        except OSError as save_exc:
+            log.error("cannot write the poison ledger %s: %s", self.ledger_path, save_exc)
+        log.error("%s lane failed on a message on %r (msg.id %s, %d time(s) so far); stopping so the supervisor "
+                  "restarts us", self.lane, topic, msg_id, kills, exc_info=exc)
+        self._fail(exc)
+
+    def _take(self, message: mqtt.MQTTMessage) -> None:
+        received = time.monotonic()
+        topic = _topic(message)
         props = message.properties
         incoming = Incoming(topic, message.payload, message.qos, bool(message.retain), now_ms(),
                             getattr(props, "ContentType", None),
                             tuple(getattr(props, "UserProperty", ()) or ()))
-        decision = decide(incoming, self.rules, self.settings.bridge_id, self.settings.bridge_max_payload_bytes)
+        msg_id = message_id(topic, message.payload)
+        if self.ledger.kills and self.ledger.is_poison(msg_id):
+            decision: Forward | Divert = poison(incoming, self.settings.bridge_id, msg_id, self.ledger.kills[msg_id],
+                                                self.limits, self._prefixes)
+        else:
+            decision = decide(incoming, self.rules, self.settings.bridge_id, self.settings.bridge_max_payload_bytes,
+                              self.limits, msg_id)
         # QoS 0 has no acknowledgement to hold, so no place in the window: its memory is
         # bounded by the producer's queue (a full queue blocks this thread in produce)
         ticket = self._admit(message) if message.qos else None
@@ -240,11 +320,17 @@ class Bridge:
         self._child(self.metrics.received, decision.prefix, str(message.qos)).inc()
         if message.dup:
             self.metrics.redelivered.inc()
+        if decision.dropped_properties:
+            self._child(self.metrics.properties_dropped, decision.prefix).inc(decision.dropped_properties)
         if isinstance(decision, Forward):
-            produce(self.producer, decision.kafka_topic, decision.value, decision.key, headers=decision.headers,
-                    on_delivery=self._delivered(ticket, received, self._child(self.metrics.forwarded, decision.prefix)),
-                    wait_s=QUEUE_WAIT_S)
+            self._send(Sent(ticket, received, self._child(self.metrics.forwarded, decision.prefix), incoming,
+                            decision))
+        elif isinstance(decision, Skip):  # our own command topic: acknowledged, not forwarded
+            self._child(self.metrics.skipped, decision.prefix).inc()
+            self._confirm(ticket)
         else:
+            if decision.refused.reason in TOPIC_REFUSALS:
+                self._child(self.metrics.not_whitelisted, decision.prefix, decision.refused.reason).inc()
             self._dead_letter(decision, incoming, ticket, received)
         if received - self._last_polled >= SERVE_REPORTS_S:
             self.producer.poll(0)  # delivery reports due by now: acks, and room in the window
@@ -260,32 +346,46 @@ class Bridge:
                 return None
             return self.acks.add(message.mid, message.qos)
 
-    def _dead_letter(self, divert: Divert, incoming: Incoming, ticket: Ticket | None, received: float) -> None:
-        refused = divert.refused
-        letter, headers = dead_letter("bridge", refused.reason, refused.detail, Source(incoming.topic),
-                                      incoming.payload, incoming.received_ms)
-        produce(self.producer, TOPICS.dlq_bridge.name, self.codec.encode(DEAD_LETTER, letter),
-                headers=headers + divert.headers,
-                on_delivery=self._delivered(ticket, received,
-                                            self._child(self.metrics.refused, divert.prefix, refused.reason)),
-                wait_s=QUEUE_WAIT_S)
+    def _dead_letter(self, divert: Divert, incoming: Incoming, ticket: Ticket | None, received: float,
+                     bare: bool = False) -> None:
+        counter = self._child(self.metrics.refused, divert.prefix, divert.refused.reason)
+        self._send(Sent(ticket, received, counter, incoming, divert, bare))
 
-    def _delivered(self, ticket: Ticket | None, received: float,
-                   counter: Counter) -> Callable[[KafkaError | None, object], None]:
-        """The delivery callback of one record: count it, then release the MQTT acks now due."""
-        return partial(self._on_delivery, ticket, received, counter)
+    def _send(self, sent: Sent) -> None:
+        """Hand ``sent``'s record to the producer; one the client refuses goes the way of a failed delivery."""
+        decision = sent.decision
+        if isinstance(decision, Forward):
+            topic, key, value, headers = decision.kafka_topic, decision.key, decision.value, decision.headers
+        else:
+            refused, incoming = decision.refused, sent.incoming
+            letter, headers = dead_letter("bridge", refused.reason, refused.detail, Source(incoming.topic),
+                                          incoming.payload, incoming.received_ms, 0 if sent.bare else MAX_PAYLOAD)
+            topic, key, value = TOPICS.dlq_bridge.name, None, self.codec.encode(DEAD_LETTER, letter)
+            if not sent.bare:
+                headers += decision.headers
+        try:
+            produce(self.producer, topic, value, key, headers=headers,
+                    on_delivery=partial(self._on_delivery, sent), wait_s=QUEUE_WAIT_S)
+        except KafkaException as exc:  # e.g. larger than message.max.bytes: refused before it was queued
+            self._undeliverable(sent, error_text(exc))
 
-    def _on_delivery(self, ticket: Ticket | None, received: float, counter: Counter, error: KafkaError | None,
-                     record: object) -> None:
+    def _on_delivery(self, sent: Sent, error: KafkaError | None, record: object) -> None:
         if error is not None:
-            # only non-retriable errors end up here (retries have no deadline): loud, and no ack
-            log.error("Kafka refused a record: %s", error.str())
-            self.fatal = KafkaException(error)
-            self.stopping.set()
+            # retries have no deadline, so what ends up here is final for this record
+            if error.fatal():
+                self._fail(KafkaException(error))
+            else:
+                self._undeliverable(sent, error.str())
             return
         self._kafka_reachable()
-        counter.inc()
-        self.metrics.ack_latency.observe(time.monotonic() - received)
+        sent.counter.inc()
+        self.metrics.ack_latency.observe(time.monotonic() - sent.received)
+        if isinstance(sent.decision, Divert) and sent.decision.refused.reason == "poison":
+            self._poison_sent(sent.incoming)
+        self._confirm(sent.ticket)
+
+    def _confirm(self, ticket: Ticket | None) -> None:
+        """A message is done with: its MQTT ack goes out once every earlier one's has."""
         if ticket is None:
             return  # QoS 0: nothing to acknowledge
         with self._window:
@@ -293,6 +393,41 @@ class Bridge:
             self._window.notify_all()
         for mid, qos in due:
             self.client.ack(mid, qos)
+
+    def _undeliverable(self, sent: Sent, why: str) -> None:
+        """Kafka or its client refused ``sent``'s record for good: its message goes on as a dead
+        letter (the message's ticket with it, so its ack waits for that), a refused dead letter
+        once more bare, and only a refused bare one fails the lane."""
+        decision = sent.decision
+        self._child(self.metrics.produce_refused, decision.prefix).inc()
+        log.warning("%s lane: Kafka refused a record from %r: %s; sending it on as a dead letter",
+                    self.lane, sent.incoming.topic, why)
+        if isinstance(decision, Forward):
+            divert = Divert(Refused("produce_refused", f"Kafka refused the record: {why}"), decision.headers,
+                            decision.prefix)
+            self._dead_letter(divert, sent.incoming, sent.ticket, sent.received)
+        elif not sent.bare:
+            divert = Divert(Refused(decision.refused.reason, f"{decision.refused.detail}; its dead letter was "
+                                    f"refused too ({why})"), [], decision.prefix)
+            self._dead_letter(divert, sent.incoming, sent.ticket, sent.received, bare=True)
+        else:
+            self._fail(KafkaException(KafkaError(KafkaError._INVALID_ARG, f"a bare dead letter was refused: {why}")))
+
+    def _poison_sent(self, incoming: Incoming) -> None:
+        """A poison message is in ``dlq.bridge``: it leaves the ledger."""
+        if self.ledger.forget(message_id(incoming.topic, incoming.payload)):
+            try:
+                save(self.ledger, self.ledger_path)
+            except OSError as exc:
+                log.error("cannot write the poison ledger %s: %s", self.ledger_path, exc)
+
+
+def _topic(message: mqtt.MQTTMessage) -> str | None:
+    """The message's topic; None when its bytes are not UTF-8."""
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return None
 
 
 def run(settings: Settings) -> int:
@@ -316,7 +451,9 @@ def run(settings: Settings) -> int:
         bridge.start()
     log.info("bridge %s: %s -> Kafka %s", settings.bridge_id, masked_url(settings.mqtt_url),
              settings.kafka_bootstrap_servers)
-    stopping.wait()
+    while not stopping.wait(THREAD_CHECK_S):
+        for bridge in bridges:
+            bridge.check_threads()
     for bridge in bridges:
         bridge.stop()
     if endpoints:

@@ -8,16 +8,17 @@ import threading
 from collections.abc import Callable
 
 from guardstream.settings import Settings
+from guardstream.transport import KAFKA, MQTT, component_settings
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     from guardstream.connectors.bridge import run
-    return run(Settings.from_env())
+    return run(component_settings(KAFKA, MQTT))
 
 
 def cmd_commands(args: argparse.Namespace) -> int:
     from guardstream.connectors.device_commands import run
-    return run(Settings.from_env())
+    return run(component_settings(KAFKA, MQTT))
 
 
 def _positive(kind: type) -> Callable[[str], object]:

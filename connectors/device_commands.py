@@ -5,14 +5,22 @@ only after its outcome (SENT, EXPIRED or FAILED) is on ``commands.outcomes``; a
 crash in between publishes the command again, with the same ``command_id`` in
 the payload, so devices drop the repeat. An expired command is never sent.
 A record that does not decode becomes a dead letter (stage ``commands``).
+
+No single command stops the relay: a ``device_id`` that is not a plain MQTT topic
+segment (empty, or holding ``+``, ``#``, ``/``, NUL or another control character) is
+refused before a topic is built from it, and the command gets a FAILED outcome naming
+the reason; so does a publish paho refuses. An outcome Kafka refuses for good makes the
+command a dead letter (reason ``produce_refused``). The commands queued behind go on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +31,17 @@ from guardstream.connectors.mapping import COMMAND_TOPIC
 from guardstream.connectors.metrics import CommandMetrics
 from guardstream.connectors.mqtt import connect, new_client
 from guardstream.errors import InputError, SchemaError
-from guardstream.kafka import consumer_config, producer_config, take_batch
+from guardstream.kafka import consumer_config, error_text, produce, producer_config, take_batch
 from guardstream.records import COMMAND_OUTCOME, DEAD_LETTER, CommandOutcome, command_outcome
+from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.commands")
 GROUP = "guardstream-commands"
+MAX_DEVICE_ID_BYTES = 256
+_NOT_IN_A_SEGMENT = re.compile(r"[+#/\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -45,8 +56,22 @@ class Expired:
     detail: str
 
 
-def decide(command: dict[str, Any], now_ms: int) -> Publish | Expired:
-    """What to do with one command: publish it, or not, because it expired."""
+def device_id_refusal(device_id: str) -> Refused | None:
+    """Why ``device_id`` cannot be one segment of an MQTT topic, or None: a wildcard would
+    address other devices' topics, a ``/`` another topic level, NUL is refused by brokers."""
+    if not device_id:
+        return Refused("bad_device_id", "device_id is empty")
+    if bad := _NOT_IN_A_SEGMENT.search(device_id):
+        return Refused("bad_device_id", f"device_id holds {bad[0]!r}, which cannot be in an MQTT topic segment")
+    if len(device_id.encode()) > MAX_DEVICE_ID_BYTES:
+        return Refused("bad_device_id", f"device_id longer than {MAX_DEVICE_ID_BYTES} bytes")
+    return None
+
+
+def decide(command: dict[str, Any], now_ms: int) -> Publish | Expired | Refused:
+    """What to do with one command: publish it, or not, because it expired or cannot be addressed."""
+    if refused := device_id_refusal(command["device_id"]):
+        return refused
     expires = command.get("expires_ms")
     if expires is not None and expires <= now_ms:
         return Expired(f"expired {now_ms - expires} ms before it could be sent")
@@ -117,20 +142,40 @@ class CommandRelay:
         decision = decide(command, now)
         if isinstance(decision, Expired):
             result = outcome(command, "EXPIRED", now, decision.detail)
+        elif isinstance(decision, Refused):
+            log.warning("command %s refused: %s", command["command_id"], decision.detail)
+            result = outcome(command, "FAILED", now, f"{decision.reason}: {decision.detail}")
         else:
-            self._wait_connected()
-            info = self.client.publish(decision.topic, decision.payload, qos=decision.qos)
-            why = None
-            try:
-                info.wait_for_publish(timeout=10)
-                if not info.is_published():
-                    why = f"MQTT publish not confirmed: {info.rc}"
-            except (RuntimeError, ValueError) as exc:  # paho's refusal: queue full, not connected
-                why = f"MQTT publish refused: {exc}"
+            why = self._publish(decision)
             result = outcome(command, "FAILED" if why else "SENT", time.time_ns() // 1_000_000, why)
         self.metrics.outcomes.labels(result["outcome"]).inc()
-        self.producer.produce(TOPICS.commands_outcomes.name, self.codec.encode(COMMAND_OUTCOME, result),
-                              command["device_id"].encode())
+        try:
+            produce(self.producer, TOPICS.commands_outcomes.name, self.codec.encode(COMMAND_OUTCOME, result),
+                    command["device_id"].encode(), on_delivery=self._outcome_delivered(record))
+        except KafkaException as exc:  # refused before it was queued, e.g. too large
+            self._dead_letter(record, "produce_refused", f"its outcome was refused: {error_text(exc)}", now)
+
+    def _publish(self, publish: Publish) -> str | None:
+        """Publish one command over MQTT; why it failed, or None once the broker has it."""
+        self._wait_connected()
+        try:
+            info = self.client.publish(publish.topic, publish.payload, qos=publish.qos)
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                return f"MQTT publish not confirmed: {info.rc}"
+        except (RuntimeError, ValueError) as exc:  # paho's refusal: bad topic, too large, queue full, not connected
+            return f"MQTT publish refused: {exc}"
+        return None
+
+    def _outcome_delivered(self, record: Any) -> Callable[[KafkaError | None, Any], None]:
+        """The delivery report of a command's outcome: one Kafka refused for good makes the command a dead letter."""
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            if error is not None and not error.fatal():
+                self._dead_letter(record, "produce_refused", f"its outcome was refused: {error.str()}",
+                                  time.time_ns() // 1_000_000)
+            elif error is not None:
+                raise KafkaException(error)
+        return delivered
 
     def _wait_connected(self) -> None:
         while not self.mqtt_connected.wait(1.0):
@@ -140,8 +185,8 @@ class CommandRelay:
     def _dead_letter(self, record: Any, reason: str, detail: str, now: int) -> None:
         source = Source(record.topic(), record.partition(), record.offset(), record.key())
         letter, headers = dead_letter("commands", reason, detail, source, record.value() or b"", now)
-        self.producer.produce(TOPICS.dlq_bridge.name, self.codec.encode(DEAD_LETTER, letter), record.key(),
-                              headers=headers)
+        produce(self.producer, TOPICS.dlq_bridge.name, self.codec.encode(DEAD_LETTER, letter), record.key(),
+                headers=headers)
         self.metrics.outcomes.labels("dead_letter").inc()
 
 def run(settings: Settings) -> int:

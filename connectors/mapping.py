@@ -7,6 +7,16 @@ segments are plain ids pass: wildcards, NUL, control characters, empty or dot
 segments, over-long names and ids outside ``[A-Za-z0-9_.:-]`` are refused with
 a reason code, so nothing crafted in a topic name reaches Kafka.
 
+A pattern may end in ``#``: a catch-all rule, which takes the topics under its
+literal start (zero or more further levels) that no earlier rule took, so that every
+topic under a whitelisted prefix reaches its raw topic and the stream worker decides
+what it is (``bridge.catch_all`` header) instead of the bridge dropping it. Rules are
+tried in order; the subscriptions leave out filters a catch-all already covers, since
+a broker may deliver a message once per matching subscription.
+
+Topics guardstream publishes itself under a device's prefix (:data:`OWN_TOPICS`, the
+command topic) are never forwarded.
+
 Rules load from a TOML file (``GUARDSTREAM_BRIDGE_RULES``) or default to
 :data:`DEFAULT_RULES`; a rule may name only raw topics of the catalog.
 """
@@ -39,7 +49,7 @@ MAX_SUBSCRIBE_QOS = 1
 class Rule:
     pattern: str  # e.g. "guard/{guard_id}/gps"
     kafka_topic: str
-    key: str  # the placeholder whose value is the Kafka key
+    key: str  # the placeholder whose value is the Kafka key ("" for none: only a catch-all rule)
     qos: int  # QoS devices publish with; the subscription uses min(qos, MAX_SUBSCRIBE_QOS)
 
     @property
@@ -47,8 +57,12 @@ class Rule:
         return tuple(self.pattern.split("/"))
 
     @property
+    def is_catch_all(self) -> bool:
+        return self.segments[-1] == "#"
+
+    @property
     def mqtt_filter(self) -> str:
-        """The subscription filter: every placeholder becomes ``+``."""
+        """The subscription filter: every placeholder becomes ``+`` (a trailing ``#`` stays)."""
         return "/".join("+" if _PLACEHOLDER.match(s) else s for s in self.segments)
 
     @property
@@ -66,8 +80,9 @@ class Rule:
             raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: {self.kafka_topic!r} is not "
                               f"a raw topic ({', '.join(sorted(raw))})")
         names = [m[1] for s in self.segments if (m := _PLACEHOLDER.match(s))]
-        literals = [s for s in self.segments if not _PLACEHOLDER.match(s)]
-        if self.key not in names:
+        fixed = self.segments[:-1] if self.is_catch_all else self.segments
+        literals = [s for s in fixed if not _PLACEHOLDER.match(s)]
+        if self.key not in names and not (self.key == "" and self.is_catch_all):
             raise ConfigError("GUARDSTREAM_BRIDGE_RULES", f"rule {self.pattern!r}: key {self.key!r} is not one "
                               "of its {placeholders}")
         if not all(_LITERAL.match(s) for s in literals) or len(set(names)) != len(names):
@@ -79,14 +94,55 @@ class Rule:
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("device/{device_id}/telemetry", TOPICS.raw_device.name, "device_id", 1),
+    # the older fleet's names: status carries telemetry, a heartbeat is telemetry with little in it
+    Rule("device/{device_id}/status", TOPICS.raw_device.name, "device_id", 1),
+    Rule("device/{device_id}/heartbeat", TOPICS.raw_device.name, "device_id", 1),
     Rule("guard/{guard_id}/gps", TOPICS.raw_guard.name, "guard_id", 1),
+    Rule("guard/{guard_id}/location", TOPICS.raw_guard.name, "guard_id", 1),
     Rule("sensor/{sensor_id}/{kind}", TOPICS.raw_sensor.name, "sensor_id", 1),
     Rule("alert/{kind}/{device_id}", TOPICS.raw_alert.name, "device_id", 2),
     Rule("system/{component}/health", TOPICS.raw_system.name, "component", 0),
+    # presence: birth and last-will messages; the worker makes a SystemHealth of each (OK, DOWN)
+    Rule("device/{device_id}/online", TOPICS.raw_system.name, "device_id", 1),
+    Rule("device/{device_id}/offline", TOPICS.raw_system.name, "device_id", 1),
+    Rule("guard/{guard_id}/online", TOPICS.raw_system.name, "guard_id", 1),
+    Rule("guard/{guard_id}/offline", TOPICS.raw_system.name, "guard_id", 1),
+    # catch-alls, last: whatever else arrives under a whitelisted prefix
+    Rule("device/{device_id}/#", TOPICS.raw_device.name, "device_id", 1),
+    Rule("guard/{guard_id}/#", TOPICS.raw_guard.name, "guard_id", 1),
+    Rule("sensor/{sensor_id}/#", TOPICS.raw_sensor.name, "sensor_id", 1),
+    Rule("alert/{kind}/{device_id}/#", TOPICS.raw_alert.name, "device_id", 2),
+    Rule("alert/#", TOPICS.raw_alert.name, "", 2),  # no device in the topic: the payload's device_id
+    Rule("system/{component}/#", TOPICS.raw_system.name, "component", 0),
 )
 
 # Where the command relay publishes a DeviceCommand (an MQTT topic, not a Kafka one).
 COMMAND_TOPIC = "device/{device_id}/cmd"
+# Topics guardstream publishes itself, which a catch-all subscription also delivers: never forwarded.
+OWN_TOPICS = (COMMAND_TOPIC.split("/"),)
+
+
+def _covers(wide: tuple[str, ...], narrow: tuple[str, ...]) -> bool:
+    """Whether every topic MQTT filter ``narrow`` matches is matched by catch-all filter ``wide``."""
+    head = wide[:-1]
+    return (wide[-1] == "#" and len(narrow) >= len(head)
+            and all(w == "+" or w == n for w, n in zip(head, narrow)) and "#" not in narrow[:len(head)])
+
+
+def subscription_filters(rules: tuple[Rule, ...]) -> list[tuple[str, int]]:
+    """(filter, QoS) to subscribe to: one per rule, less those a catch-all rule's filter covers
+    (which then takes the highest QoS among them)."""
+    filters: dict[str, int] = {}
+    for rule in rules:
+        filters[rule.mqtt_filter] = max(filters.get(rule.mqtt_filter, 0), rule.subscribe_qos)
+    split = {f: tuple(f.split("/")) for f in filters}
+    wide = {f: [w for w in filters if w != f and _covers(split[w], split[f])] for f in filters}
+    kept = {f: qos for f, qos in filters.items() if not wide[f]}
+    for f, qos in filters.items():
+        for w in wide[f]:
+            if w in kept:
+                kept[w] = max(kept[w], qos)
+    return list(kept.items())
 
 
 def load_rules(path: Path | None) -> tuple[Rule, ...]:
@@ -108,6 +164,7 @@ class Match:
     rule: Rule
     key: str
     values: dict[str, str]
+    own: bool = False  # a topic guardstream publishes itself (OWN_TOPICS): not forwarded
 
 
 def _unsafe(topic: str) -> str | None:
@@ -148,7 +205,11 @@ def _match_once(rules: tuple[Rule, ...], topic: str) -> Match:
     parts = topic.split("/")
     for rule in rules:
         segments = rule.segments
-        if len(segments) != len(parts):
+        if rule.is_catch_all:
+            segments = segments[:-1]
+            if len(parts) < len(segments):
+                continue
+        elif len(segments) != len(parts):
             continue
         values: dict[str, str] = {}
         for pattern, part in zip(segments, parts):
@@ -161,5 +222,7 @@ def _match_once(rules: tuple[Rule, ...], topic: str) -> Match:
             else:
                 raise InputError(f"segment {placeholder[1]} is not a plain id", reason="bad_topic_id")
         else:
-            return Match(rule, values[rule.key], values)
+            own = any(len(own) == len(parts) and all(o == p or _PLACEHOLDER.match(o) for o, p in zip(own, parts))
+                      for own in OWN_TOPICS)
+            return Match(rule, values.get(rule.key, ""), values, own)
     raise InputError("topic matches no bridge rule", reason="unmapped_topic")

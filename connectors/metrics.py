@@ -20,6 +20,10 @@ class BridgeMetrics:
     connected: Gauge
     reconnects: Counter
     redelivered: Counter
+    skipped: Counter
+    properties_dropped: Counter
+    not_whitelisted: Counter
+    produce_refused: Counter
 
     @classmethod
     def create(cls) -> BridgeMetrics:
@@ -43,6 +47,19 @@ class BridgeMetrics:
                                ["side"], registry=r),
             redelivered=Counter("guardstream_bridge_redelivered_total",
                                 "Messages the broker delivered again (MQTT DUP flag).", registry=r),
+            skipped=Counter("guardstream_bridge_skipped_total",
+                            "Messages on topics guardstream publishes itself (device commands), not forwarded.",
+                            ["topic"], registry=r),
+            properties_dropped=Counter("guardstream_bridge_user_properties_dropped_total",
+                                       "MQTT 5 user properties not copied into headers (past the count or byte "
+                                       "limit).", ["topic"], registry=r),
+            not_whitelisted=Counter("guardstream_bridge_not_whitelisted_total",
+                                    "Messages whose topic no bridge rule takes (bad, unmapped or crafted topic "
+                                    "names), dropped from the pipeline to dlq.bridge.", ["topic", "reason"],
+                                    registry=r),
+            produce_refused=Counter("guardstream_bridge_produce_refused_total",
+                                    "Records Kafka or its client refused for good (too large, invalid), each "
+                                    "sent on as a dead letter instead.", ["topic"], registry=r),
         )
 
 

@@ -39,7 +39,8 @@ from shapely.geometry.base import BaseGeometry
 from guardstream.connectors.mapping import DEFAULT_RULES
 from guardstream.streams.geofence import METRES_PER_DEGREE, fence_from_record, fences_from_geojson
 
-RULES = {rule.prefix: rule for rule in DEFAULT_RULES}
+# the first rule of each prefix (device telemetry, guard GPS ...), never a catch-all
+RULES = {rule.prefix: rule for rule in reversed(DEFAULT_RULES) if not rule.is_catch_all}
 KINDS = tuple(RULES)  # guard, device, sensor, alert, system: what a message is, by topic prefix
 # Four guards, three radios or trackers, three sensors in every ten devices.
 ROLE_CYCLE = ("guard", "radio", "sensor", "guard", "radio", "sensor", "guard", "radio", "sensor", "guard")

@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from guardstream.connectors.mqtt import connect, endpoint, is_v5, new_client
 from guardstream.connectors.simulation import KINDS, Fleet, Message, demo_fence_records
 from guardstream.errors import InputError, UnavailableError
-from guardstream.settings import Settings
+from guardstream.settings import Settings, masked_url
 
 log = logging.getLogger("guardstream.simulator")
 
@@ -181,7 +181,7 @@ def run(settings: Settings, options: SimulateOptions, stop: threading.Event | No
     publisher = Publisher(settings, f"guardstream-simulator-{os.getpid()}", inflight_window(options.rate), stop)
     publisher.start()
     log.info("simulating %d devices at %.0f msg/s on %s (MQTT %s)", options.devices, options.rate,
-             settings.mqtt_url, "5" if is_v5(settings) else "3.1.1")
+             masked_url(settings.mqtt_url), "5" if is_v5(settings) else "3.1.1")
     started = time.monotonic()
     tally = publish_paced(fleet, publisher, stop, options.duration_s)
     elapsed = time.monotonic() - started

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from guardstream.settings import Settings
+from guardstream.transport import GATEWAY, KAFKA, component_settings
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from guardstream.gateway.server import run
-    return run(Settings.from_env())
+    return run(component_settings(KAFKA, GATEWAY))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

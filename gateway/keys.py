@@ -57,5 +57,9 @@ def verification_keys(settings: Settings) -> Keys:
     secret = hs256_secret(settings)
     if not secret and not public_key:
         raise ConfigError("GUARDSTREAM_JWT_SECRET", "set GUARDSTREAM_JWT_SECRET or GUARDSTREAM_JWT_PUBLIC_KEY")
+    if not settings.embedded and settings.jwt_issuer is None:
+        # a token is only as trustworthy as whoever minted it: production names the one it accepts
+        raise ConfigError("GUARDSTREAM_JWT_ISSUER", "required on the production profile: the issuer (iss) "
+                          "every client token must name")
     return Keys(settings.jwt_audience, secret, public_key, issuer=settings.jwt_issuer,
                 max_lifetime_s=settings.jwt_max_lifetime_s)

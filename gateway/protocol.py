@@ -55,6 +55,7 @@ ERROR_CODES: Mapping[str, int] = {
     "unknown_op": 4400,
     "bad_channel": 4400,
     "bad_resume": 4400,
+    "bad_snapshot": 4400,
     "bad_action": 4400,
     "forbidden_action": 4403,
     "unknown_alert": 4404,
@@ -70,6 +71,7 @@ class ProtocolError(InputError):
 class Subscribe:
     channels: tuple[str, ...]
     resume: Mapping[TP, int] | None = None  # last offset seen per topic-partition
+    snapshot: bool = False  # the channels' present state first (snapshot.py), then live from its offsets
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,13 @@ def parse_client_message(text: str | bytes, topics: Set[str]) -> ClientOp:
         channels = _channels(message.get("channels"))
         if op == "unsubscribe":
             return Unsubscribe(channels)
-        resume = message.get("resume")
-        return Subscribe(channels, None if resume is None else parse_resume(resume, topics))
+        resume, snapshot = message.get("resume"), message.get("snapshot", False)
+        if not isinstance(snapshot, bool):
+            raise ProtocolError("snapshot: true or false", reason="bad_snapshot")
+        if snapshot and resume is not None:
+            raise ProtocolError("snapshot and resume exclude each other: a snapshot states its own offsets",
+                                reason="bad_snapshot")
+        return Subscribe(channels, None if resume is None else parse_resume(resume, topics), snapshot)
     if op == "ack":
         return _ack(message)
     raise ProtocolError(f"unknown op {op!r}: subscribe, unsubscribe, ack or ping", reason="unknown_op")

@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from guardstream.errors import ConfigError, UnavailableError
+from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
 from guardstream.gateway.auth import (SUBPROTOCOL, AuthRefused, Keys, Principal, LEEWAY_S, origin_allowed,
                                       parse_origins, token_from_request, verify)
 from guardstream.gateway.channels import authorise, delivery_channel, parse_channel, route
@@ -37,6 +38,8 @@ from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolEr
                                           parse_client_message, subscribed_message, unsubscribed_message)
 from guardstream.gateway.ratelimit import TokenBucket
 from guardstream.gateway.resume import ReplayGate
+from guardstream.gateway.snapshot import border, scope, snapshot_messages
+from guardstream.gateway.store import Store
 from guardstream.gateway.web import FenceCache, Routes, read_fences
 from guardstream.observability import cannot_listen
 from guardstream.schemas.codec import Codec
@@ -44,6 +47,8 @@ from guardstream.settings import Settings
 
 log = logging.getLogger("guardstream.gateway")
 RESUME_TOPICS = frozenset(FEED_TOPICS)
+CATCH_UP_S = 10.0  # how long a snapshot ahead of the hub waits for the hub
+CATCH_UP_POLL_S = 0.02
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Gateway:
     hub: Hub
     writer: ActionWriter
     routes: Routes
+    store: Store
 
     # -- handshake -------------------------------------------------------------------------
 
@@ -145,6 +151,8 @@ class Gateway:
         if op.resume is not None and client.subscriptions:
             await _error(client, "bad_resume", "resume is honoured in a connection's first subscribe only")
             return True
+        if op.snapshot:
+            return await self._subscribe_with_snapshot(client, op)
         new = frozenset(op.channels) - client.subscriptions
         live = dict(self.hub.positions)  # the border between replay and live, taken with the subscription
         if op.resume is not None:
@@ -153,6 +161,43 @@ class Gateway:
         await client.send_now(subscribed_message(client.subscriptions, {tp: end - 1 for tp, end in live.items()}))
         if op.resume is not None:
             return await self._replay(client, op.resume, live, new)
+        return True
+
+    async def _subscribe_with_snapshot(self, client: Client, op: Subscribe) -> bool:
+        """The channels' present state from PostgreSQL, then a replay from the offsets it reflects
+        to the hub's live position, then live: every event after the snapshot exactly once."""
+        if client.subscriptions:
+            await _error(client, "bad_snapshot", "a snapshot is given in a connection's first subscribe only")
+            return True
+        try:
+            snapshot = await self.store.snapshot(scope(client.principal, op.channels))
+        except GuardstreamError as exc:  # unreachable or not migrated: nothing subscribed, the client may retry
+            await _error(client, "unavailable", exc.detail)
+            return True
+        new = frozenset(op.channels)
+        live = dict(self.hub.positions)
+        client.gate = ReplayGate.with_capacity(self.settings.gateway_queue_max)
+        self.hub.subscribe(client, new)
+        await client.send_now(subscribed_message(client.subscriptions, {tp: end - 1 for tp, end in live.items()}))
+        edge = border(snapshot.reflected, live)
+        async with client.send_lock:
+            for message in snapshot_messages(client.principal, new, snapshot, edge.resume):
+                await client.ws.send(message)
+        for tp, last in edge.resume.items():
+            client.gate.note_replayed(tp, last)  # held live events the snapshot holds are dropped
+        if not await self._caught_up(edge.ahead):
+            log.warning("the hub did not reach the snapshot's offsets %s in %.0fs", edge.ahead, CATCH_UP_S)
+            await _refuse(client, "replay_failed")
+            return False
+        return await self._replay(client, dict(edge.resume), live, new)
+
+    async def _caught_up(self, ahead: Mapping[TP, int]) -> bool:
+        """Whether the hub's live position reaches the offsets of a snapshot taken ahead of it."""
+        deadline = time.monotonic() + CATCH_UP_S
+        while any(self.hub.positions.get(tp, 0) < end for tp, end in ahead.items()):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(CATCH_UP_POLL_S)
         return True
 
     async def _replay(self, client: Client, resume: dict[TP, int], live: dict[TP, int],
@@ -265,8 +310,9 @@ async def _main(settings: Settings) -> int:
 
     writer = ActionWriter(settings, codec, metrics)
     fences = FenceCache(lambda: read_fences(settings, codec))
+    store = Store(settings.database_url)
     gateway = Gateway(settings, keys, origins, tls is not None, codec, metrics, hub, writer,
-                      Routes(keys, fences, ready))
+                      Routes(keys, fences, ready, store), store)
     metrics.queued.set_function(lambda: hub.queued()[0])
     metrics.queue_deepest.set_function(lambda: hub.queued()[1])
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -281,6 +327,7 @@ async def _main(settings: Settings) -> int:
         for feed in feeds:
             feed.join(10)
         writer.close()
+        await store.close()
         if endpoints is not None:
             endpoints.close()
     return 1 if failures else 0

@@ -10,6 +10,8 @@ that is not a WebSocket upgrade is answered here:
                        (``?token=`` or ``Authorization: Bearer``); read from the
                        compacted geofences topic (:func:`read_fences`), cached for
                        :data:`FENCES_TTL_S`
+``/api/...``           the history API (``api.py``): tracks, alerts, fence occupants,
+                       guards near a point; ``/api/openapi.json`` describes it
 ``/healthz``           200 while the process runs
 ``/readyz``            200 when the push consumer runs, 503 otherwise
 =====================  ===========================================================
@@ -32,8 +34,10 @@ from websockets.http11 import Request, Response
 
 from guardstream.catalog import TOPICS
 from guardstream.errors import UnavailableError
+from guardstream.gateway.api import HistoryApi
 from guardstream.gateway.auth import AuthRefused, Keys, token_from_request, verify
 from guardstream.gateway.protocol import CLOSE_CODES
+from guardstream.gateway.store import Store
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 from guardstream.topic_end import latest_values
@@ -96,9 +100,11 @@ def fence_view(fence: dict[str, Any]) -> dict[str, Any]:
 
 
 class Routes:
-    def __init__(self, keys: Keys, fences: FenceCache, ready: Callable[[], tuple[bool, str]]) -> None:
+    def __init__(self, keys: Keys, fences: FenceCache, ready: Callable[[], tuple[bool, str]],
+                 store: Store | None = None) -> None:
         self.keys, self.fences, self.ready = keys, fences, ready
         self.static = load_static()
+        self.api = HistoryApi(keys, store, response)
 
     async def answer(self, request: Request) -> Response:
         path, _, query = request.path.partition("?")
@@ -113,6 +119,8 @@ class Routes:
             return response(200 if ok else 503, (("ready" if ok else f"not ready: {why}") + "\n").encode())
         if path == "/api/fences":
             return await self._fences(request, query)
+        if self.api.handles(path):
+            return await self.api.answer(request, path, query)
         return response(404, b"not found: try /, /api/fences, /healthz, /readyz or a WebSocket on /ws\n")
 
     def _file(self, name: str) -> Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from guardstream.records import (ALERT_ACTION, COMMAND_OUTCOME, DEAD_LETTER, DEVICE_ALERT, DEVICE_COMMAND,
+from guardstream.records import (ALERT_ACTION, COMMAND_OUTCOME, DEAD_LETTER, DEVICE, DEVICE_ALERT, DEVICE_COMMAND,
                                   GEOFENCE, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING, SYSTEM_HEALTH,
                                   TELEMETRY)
 
@@ -84,6 +84,8 @@ class Catalog:
                                 "device telemetry and system health; low-severity alerts", 7)
     geofences: Topic = Topic("geofences", 1, -1, "compact", "fence id (UTF-8); tombstone deletes",
                              (GEOFENCE,), "every tenant's geofences; loaded by every worker")
+    devices: Topic = Topic("devices", 1, -1, "compact", "device id (UTF-8); tombstone forgets",
+                           (DEVICE,), "the device registry: tenant, kind, site, enabled; loaded by every worker")
     alerts_actions: Topic = Topic("alerts.actions", 3, 90 * DAY_MS, "delete", "alert event id (UTF-8)",
                                   (ALERT_ACTION,), "acknowledge / resolve / false alarm, by whom")
     commands_device: Topic = Topic("commands.device", 3, 1 * DAY_MS, "delete", "device id (UTF-8)",
@@ -93,6 +95,7 @@ class Catalog:
     dlq_bridge: Topic = _dlq("bridge", "MQTT bridge (oversize, refused topics)")
     dlq_validate: Topic = _dlq("validate", "validation stage (bad payloads)")
     dlq_sink: Topic = _dlq("sink", "PostgreSQL sink (rows the database refused)")
+    dlq_notify: Topic = _dlq("notify", "notifier (notifications no provider took after every attempt)")
     # Changelog of the stream worker's per-device state; partition p holds the state of
     # the devices of raw partition p, so it needs as many partitions as the raw topics.
     worker_state: Topic = Topic("guardstream-worker-state-changelog", 6, -1, "compact",

@@ -13,9 +13,10 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
-from guardstream.errors import ConfigError, GuardstreamError
+from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
+from guardstream.local_stack import RunningStack, adopted, no_stack_hint, nothing_configured, running_stack, state_dir_of
 from guardstream.timespec import time_values_attached
 
 # Each module registers its own subcommands with `register(subparsers)`; to add a
@@ -28,6 +29,7 @@ COMMAND_MODULES = (
     "guardstream.streams.cli",
     "guardstream.sinks.commands",
     "guardstream.gateway.cli",
+    "guardstream.notifier.commands",
 )
 
 
@@ -53,14 +55,32 @@ def _configure_logging(one_shot: bool) -> None:
         logging.getLogger("guardstream.librdkafka").setLevel(logging.CRITICAL)
 
 
+def _find_local_stack(environ: MutableMapping[str, str]) -> RunningStack | None:
+    """The running ``guardstream up`` of this state directory, its addresses adopted into ``environ``
+    for every variable not set there; said on stderr when it supplied any."""
+    stack = running_stack(state_dir_of(environ).resolve())
+    supplied = adopted(environ, stack)
+    if stack is not None and supplied:
+        environ.update(supplied)
+        print(f"guardstream: using the local stack of `guardstream up` (pid {stack.pid}, "
+              f"state in {state_dir_of(environ)})", file=sys.stderr)
+    return stack
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _configure_logging(getattr(args, "one_shot", False))
+    stack = None if getattr(args, "own_stack_lookup", False) else _find_local_stack(os.environ)
     try:
         return args.handler(args)
     except ConfigError as exc:
         print(f"guardstream: bad setting {exc}", file=sys.stderr)
         return 2
+    except UnavailableError as exc:
+        hint = (f" ({no_stack_hint(state_dir_of(os.environ))})"
+                if nothing_configured(os.environ, stack) else "")
+        print(f"guardstream: {exc.reason}: {exc.detail}{hint}", file=sys.stderr)
+        return 1
     except GuardstreamError as exc:
         print(f"guardstream: {exc.reason}: {exc.detail}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from typing import TypedDict
 ALERT_ACTION = "guardstream.AlertAction"
 COMMAND_OUTCOME = "guardstream.CommandOutcome"
 DEAD_LETTER = "guardstream.DeadLetter"
+DEVICE = "guardstream.Device"
 DEVICE_ALERT = "guardstream.DeviceAlert"
 DEVICE_COMMAND = "guardstream.DeviceCommand"
 GEOFENCE = "guardstream.Geofence"
@@ -52,14 +53,16 @@ class Telemetry(TypedDict):
     signal_dbm: int | None
     temperature_c: float | None
     firmware: str | None
+    signal_pct: float | None
 
 
 def telemetry(*, event_id: str, tenant: str, device_id: str, ts_ms: int, received_ms: int,
               battery_pct: float | None = None, charging: bool | None = None, signal_dbm: int | None = None,
-              temperature_c: float | None = None, firmware: str | None = None) -> Telemetry:
+              temperature_c: float | None = None, firmware: str | None = None,
+              signal_pct: float | None = None) -> Telemetry:
     return {"event_id": event_id, "tenant": tenant, "device_id": device_id, "ts_ms": ts_ms,
             "received_ms": received_ms, "battery_pct": battery_pct, "charging": charging, "signal_dbm": signal_dbm,
-            "temperature_c": temperature_c, "firmware": firmware}
+            "temperature_c": temperature_c, "firmware": firmware, "signal_pct": signal_pct}
 
 
 class GuardPosition(TypedDict):
@@ -123,14 +126,19 @@ class DeviceAlert(TypedDict):
     message: str | None
     rule: str | None
     cause_event_id: str | None
+    ts_source: str  # enum TsSource
+    claimed_kind: str | None
+    claimed_severity: str | None
 
 
 def device_alert(*, event_id: str, tenant: str, device_id: str, ts_ms: int, received_ms: int, kind: str,
                  severity: str, lat: float | None = None, lon: float | None = None, message: str | None = None,
-                 rule: str | None = None, cause_event_id: str | None = None) -> DeviceAlert:
+                 rule: str | None = None, cause_event_id: str | None = None, ts_source: str = "device",
+                 claimed_kind: str | None = None, claimed_severity: str | None = None) -> DeviceAlert:
     return {"event_id": event_id, "tenant": tenant, "device_id": device_id, "ts_ms": ts_ms,
             "received_ms": received_ms, "kind": kind, "severity": severity, "lat": lat, "lon": lon,
-            "message": message, "rule": rule, "cause_event_id": cause_event_id}
+            "message": message, "rule": rule, "cause_event_id": cause_event_id, "ts_source": ts_source,
+            "claimed_kind": claimed_kind, "claimed_severity": claimed_severity}
 
 
 class SystemHealth(TypedDict):
@@ -142,12 +150,14 @@ class SystemHealth(TypedDict):
     status: str  # enum HealthStatus
     detail: str | None
     metrics: dict[str, float]
+    ts_source: str  # enum TsSource
 
 
 def system_health(*, event_id: str, tenant: str, device_id: str, ts_ms: int, received_ms: int, status: str,
-                  detail: str | None = None, metrics: dict[str, float]) -> SystemHealth:
+                  detail: str | None = None, metrics: dict[str, float], ts_source: str = "device") -> SystemHealth:
     return {"event_id": event_id, "tenant": tenant, "device_id": device_id, "ts_ms": ts_ms,
-            "received_ms": received_ms, "status": status, "detail": detail, "metrics": metrics}
+            "received_ms": received_ms, "status": status, "detail": detail, "metrics": metrics,
+            "ts_source": ts_source}
 
 
 class GeofenceEvent(TypedDict):
@@ -173,7 +183,7 @@ def geofence_event(*, event_id: str, tenant: str, device_id: str, ts_ms: int, re
             "lat": lat, "lon": lon, "dwell_ms": dwell_ms, "cause": cause}
 
 
-# -- geofences, operators' actions, device commands -----------------------------------------
+# -- geofences, the device registry, operators' actions, device commands -----------------------
 
 class Geofence(TypedDict):
     fence_id: str
@@ -189,6 +199,21 @@ def geofence(*, fence_id: str, tenant: str, name: str, kind: str, geometry: str,
              updated_ms: int) -> Geofence:
     return {"fence_id": fence_id, "tenant": tenant, "name": name, "kind": kind, "geometry": geometry,
             "radius_m": radius_m, "updated_ms": updated_ms}
+
+
+class Device(TypedDict):
+    device_id: str
+    tenant: str
+    kind: str  # enum DeviceKind
+    site_id: str | None
+    enabled: bool
+    updated_ms: int
+
+
+def device(*, device_id: str, tenant: str, kind: str, site_id: str | None = None, enabled: bool = True,
+           updated_ms: int) -> Device:
+    return {"device_id": device_id, "tenant": tenant, "kind": kind, "site_id": site_id, "enabled": enabled,
+            "updated_ms": updated_ms}
 
 
 class AlertAction(TypedDict):

@@ -153,6 +153,9 @@ class Var:
     doc: str
 
 
+DEFAULT_STATE_DIR = Path(".state")
+
+
 def _var(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"var": Var(env, parse, default, doc)})
 
@@ -193,7 +196,7 @@ class Settings:
     mqtt_client_key: str | None = _var("MQTT_CLIENT_KEY", _optional(_text), None, "client key for MQTT")
     schema_registry_url: str | None = _var("SCHEMA_REGISTRY_URL", _optional(_url("http", "https")), None,
                                            "Confluent-compatible Schema Registry; unset: the registry file in schemas/")
-    state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, Path(".state"),
+    state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, DEFAULT_STATE_DIR,
                            "where the local stack keeps its data, logs and pid files")
     metrics_host: str = _var("GUARDSTREAM_METRICS_HOST", _text, "127.0.0.1",
                              "address the /metrics, /healthz and /readyz endpoints bind to")
@@ -201,8 +204,16 @@ class Settings:
                              "port of this component's /metrics endpoint (0: none)")
     log_level: str = _var("GUARDSTREAM_LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info",
                           "log level")
+    allow_plaintext: bool = _var("GUARDSTREAM_ALLOW_PLAINTEXT", _bool, False,
+                                 "production profile: let components start over plaintext Kafka, mqtt:// or "
+                                 "a gateway without TLS (logged at start-up); otherwise they refuse")
     tenant_default: str = _var("GUARDSTREAM_DEFAULT_TENANT", _text, "default",
                                "tenant of records that name none")
+    unknown_devices: str | None = _var("GUARDSTREAM_UNKNOWN_DEVICES",
+                                       _optional(_choice("dead_letter", "default_tenant")), None,
+                                       "records of a device missing from the registry: dead_letter "
+                                       "(unknown_device) or default_tenant (default: dead_letter; embedded: "
+                                       "default_tenant)")
 
     # -- connectors ------------------------------------------------------------------
     mqtt_protocol: str = _var("GUARDSTREAM_MQTT_PROTOCOL", _choice("5", "3.1.1"), "5",
@@ -222,8 +233,18 @@ class Settings:
     bridge_linger_ms: int = _var("GUARDSTREAM_BRIDGE_LINGER_MS", _int_range(0, 1000), 10,
                                  "how long the bridge lets a record wait for others to share a produce "
                                  "request (throughput against latency; alerts never wait)")
+    bridge_user_properties_max: int = _var("GUARDSTREAM_BRIDGE_USER_PROPERTIES_MAX", _int_range(0, 1000), 32,
+                                           "MQTT 5 user properties copied into a record's headers, at most "
+                                           "(the rest are dropped and counted)")
+    bridge_user_properties_bytes_max: int = _var("GUARDSTREAM_BRIDGE_USER_PROPERTIES_BYTES_MAX",
+                                                 _int_range(0, 2**20), 8192,
+                                                 "header bytes (names and values) of those user properties, "
+                                                 "at most (the rest are dropped and counted)")
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
+    mqtt_auth: bool = _var("GUARDSTREAM_MQTT_AUTH", _bool, False,
+                           "local stack: mosquitto with passwords and an ACL from the device registry "
+                           "(`guardstream mqtt acl`)")
 
     # -- lag exporter ----------------------------------------------------------------
     lag_interval_s: float | None = _var("GUARDSTREAM_LAG_INTERVAL_S", _optional(_positive_float), None,
@@ -257,6 +278,14 @@ class Settings:
                                  "raw records the stream worker takes per batch, at most")
     worker_batch_wait_ms: int = _var("GUARDSTREAM_WORKER_BATCH_WAIT_MS", _int_range(1, 10_000), 50,
                                      "how long the stream worker waits for the first record of a batch")
+    worker_device_horizon_s: int = _var("GUARDSTREAM_WORKER_DEVICE_HORIZON_S", _int_range(60, 365 * 86400), 86400,
+                                        "a device not heard from for this long is forgotten by the silent-device "
+                                        "check (no DEVICE_SILENT for it); above device_silent.after_minutes")
+    worker_exactly_once: bool = _var("GUARDSTREAM_WORKER_EXACTLY_ONCE", _bool, False,
+                                     "write each checkpoint's events, state and input offsets in one Kafka "
+                                     "transaction (needs a broker that filters aborted transactions)")
+    worker_id: str = _var("GUARDSTREAM_WORKER_ID", _text, "worker-1",
+                          "stable id of this worker instance: its transactional.id with exactly-once on")
     rules_file: Path | None = _var("GUARDSTREAM_RULES_FILE", _optional(_path), None,
                                    "alert rules (TOML; default: streams/rules_default.toml)")
     geofence_exit_margin_m: float = _var("GUARDSTREAM_GEOFENCE_EXIT_MARGIN_M", _positive_float, 25.0,
@@ -290,6 +319,9 @@ class Settings:
     gateway_ping_interval_s: float = _var("GUARDSTREAM_GATEWAY_PING_INTERVAL_S", _positive_float, 20.0,
                                           "seconds between keep-alive pings; a client that misses a pong as long "
                                           "is disconnected")
+    gateway_tls_proxy: bool = _var("GUARDSTREAM_GATEWAY_TLS_PROXY", _bool, False,
+                                   "the gateway listens in clear behind a proxy that terminates TLS for it "
+                                   "(production: allowed without a certificate)")
     jwt_secret: Secret = _var("GUARDSTREAM_JWT_SECRET", _secret, Secret(""),
                               "HS256 secret of client tokens (secret); embedded profile: generated when unset")
     jwt_public_key: Path | None = _var("GUARDSTREAM_JWT_PUBLIC_KEY", _optional(_path), None,
@@ -297,9 +329,56 @@ class Settings:
     jwt_audience: str = _var("GUARDSTREAM_JWT_AUDIENCE", _text, "guardstream",
                              "audience (aud) client tokens must name")
     jwt_issuer: str | None = _var("GUARDSTREAM_JWT_ISSUER", _optional(_text), None,
-                                  "issuer (iss) client tokens must name; unset: any issuer")
+                                  "issuer (iss) client tokens must name; required on the production profile "
+                                  "(embedded, unset: any issuer)")
     jwt_max_lifetime_s: float = _var("GUARDSTREAM_JWT_MAX_LIFETIME_S", _positive_float, 86400.0,
                                      "longest a client token may be valid, from its iat (or nbf) to its exp")
+
+    # -- notifier ------------------------------------------------------------------------
+    notify_rules: Path | None = _var("GUARDSTREAM_NOTIFY_RULES", _optional(_path), None,
+                                     "notification routing rules (TOML; default: notifier/rules_default.toml)")
+    notify_group: str = _var("GUARDSTREAM_NOTIFY_GROUP", _text, "guardstream-notifier",
+                             "consumer group of the notifier (events.critical and alerts.actions)")
+    notify_max_attempts: int = _var("GUARDSTREAM_NOTIFY_MAX_ATTEMPTS", _int_range(1, 100), 8,
+                                    "sends a notification gets before it becomes a dead letter on dlq.notify")
+    notify_retry_base_ms: int = _var("GUARDSTREAM_NOTIFY_RETRY_BASE_MS", _int_range(1, 600_000), 1000,
+                                     "wait after a notification's first failed send; doubled after each failure")
+    notify_retry_max_ms: int = _var("GUARDSTREAM_NOTIFY_RETRY_MAX_MS", _int_range(1, 3_600_000), 60_000,
+                                    "longest wait between two sends of one notification")
+    notify_senders: int = _var("GUARDSTREAM_NOTIFY_SENDERS", _int_range(1, 64), 4,
+                               "notifications sent at once per channel (a rate-limited channel sends one at a time)")
+    notify_send_timeout_s: float = _var("GUARDSTREAM_NOTIFY_SEND_TIMEOUT_S", _positive_float, 10.0,
+                                        "how long one send may take; a send that began this long ago twice over "
+                                        "and never finished (the notifier stopped) is sent again")
+    notify_dashboard_url: str | None = _var("GUARDSTREAM_NOTIFY_DASHBOARD_URL", _optional(_url("http", "https")),
+                                            None, "dashboard address notifications link to "
+                                            "(default: http://GUARDSTREAM_GATEWAY_HOST:GUARDSTREAM_GATEWAY_PORT/)")
+    notify_smtp_url: str | None = _var("GUARDSTREAM_NOTIFY_SMTP_URL", _optional(_url("smtp", "smtps")), None,
+                                       "SMTP server for email (smtps:// implicit TLS; user:password@ to log in); "
+                                       "unset: no email")
+    notify_smtp_starttls: bool = _var("GUARDSTREAM_NOTIFY_SMTP_STARTTLS", _bool, True,
+                                      "smtp://: upgrade to TLS with STARTTLS before logging in or sending")
+    notify_smtp_ca_file: str | None = _var("GUARDSTREAM_NOTIFY_SMTP_CA_FILE", _optional(_text), None,
+                                           "CA bundle the SMTP server's certificate is checked against "
+                                           "(default: the system's)")
+    notify_email_from: str = _var("GUARDSTREAM_NOTIFY_EMAIL_FROM", _text, "guardstream@localhost",
+                                  "From address of notification email")
+    notify_webhook_secret: Secret = _var("GUARDSTREAM_NOTIFY_WEBHOOK_SECRET", _secret, Secret(""),
+                                         "HMAC-SHA256 key webhook bodies are signed with (secret); "
+                                         "unset: no webhooks")
+    notify_sms_url: str | None = _var("GUARDSTREAM_NOTIFY_SMS_URL", _optional(_url("http", "https")), None,
+                                      "SMS provider's message endpoint (Twilio-style form POST); unset: no SMS")
+    notify_sms_account: str | None = _var("GUARDSTREAM_NOTIFY_SMS_ACCOUNT", _optional(_text), None,
+                                          "SMS provider account id (basic-auth user)")
+    notify_sms_token: Secret = _var("GUARDSTREAM_NOTIFY_SMS_TOKEN", _secret, Secret(""),
+                                    "SMS provider auth token (basic-auth password; secret)")
+    notify_sms_from: str | None = _var("GUARDSTREAM_NOTIFY_SMS_FROM", _optional(_text), None,
+                                       "sender number or id of SMS")
+    notify_vapid_key: Path | None = _var("GUARDSTREAM_NOTIFY_VAPID_KEY", _optional(_path), None,
+                                         "PEM private key (EC P-256) Web Push requests are signed with (VAPID); "
+                                         "unset: no push")
+    notify_vapid_subject: str = _var("GUARDSTREAM_NOTIFY_VAPID_SUBJECT", _text, "mailto:guardstream@localhost",
+                                     "contact push services see in the VAPID signature (mailto: or https: URL)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -331,10 +410,22 @@ class Settings:
             raise ConfigError("KAFKA_SASL_USERNAME", "SASL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         if bool(self.mqtt_client_cert) != bool(self.mqtt_client_key):
             raise ConfigError("MQTT_CLIENT_KEY", "MQTT_CLIENT_CERT and MQTT_CLIENT_KEY go together")
+        if self.notify_sms_url and not (self.notify_sms_account and self.notify_sms_token and self.notify_sms_from):
+            raise ConfigError("GUARDSTREAM_NOTIFY_SMS_ACCOUNT", "SMS needs GUARDSTREAM_NOTIFY_SMS_ACCOUNT, "
+                              "GUARDSTREAM_NOTIFY_SMS_TOKEN and GUARDSTREAM_NOTIFY_SMS_FROM")
 
     @property
     def embedded(self) -> bool:
         return self.profile == "embedded"
+
+    @property
+    def unknown_device_policy(self) -> str:
+        """What becomes of a device the registry does not know. The local stack and the demo fleet
+        start without a registry, so there its records keep the payload's (or the default) tenant;
+        in production a device must be registered before it may speak."""
+        if self.unknown_devices is not None:
+            return self.unknown_devices
+        return "default_tenant" if self.embedded else "dead_letter"
 
     @property
     def partition_cap(self) -> int | None:

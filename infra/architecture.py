@@ -49,9 +49,9 @@ LAYERS = (
                              "errors, stop handlers, console output"),
     Layer("schemas", ("schemas",), "`schemas/`: the Avro schemas, their registry and codec, contract checks, "
                                    "the dead-letter builder"),
-    Layer("components", ("connectors", "streams", "sinks", "gateway"),
+    Layer("components", ("connectors", "streams", "sinks", "gateway", "notifier"),
           "`connectors/` (MQTT bridge, device commands, simulator), `streams/` (the worker), "
-          "`sinks/` (PostgreSQL), `gateway/` (WebSocket feed)"),
+          "`sinks/` (PostgreSQL), `gateway/` (WebSocket feed), `notifier/` (email, webhook, SMS)"),
     Layer("operator tools", ("infra",), "`infra/`: the local stack and its supervisor, topics and migrations, "
                                         "operator commands (`infra/ops/`), the lag exporter (`infra/lag/`)"),
     Layer("entry point", ("cli",), "`guardstream/cli.py`: registers every command module"),

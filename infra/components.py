@@ -25,9 +25,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component("commands", ("commands",), "device commands from Kafka -> MQTT"),
     Component("worker", ("worker",), "validate, geofences, alert rules, priority routing"),
     Component("lag-exporter", ("lag-exporter",), "consumer lag, lag in seconds and group status on /metrics"),
-    Component("sink", ("sink",), "priority topics, geofences, dead letters, alert actions -> PostgreSQL"),
+    Component("sink", ("sink",), "priority topics, geofences, devices, dead letters, alert actions -> PostgreSQL"),
     Component("gateway", ("gateway",), "WebSocket push feed (JWT, tenants, resume) and the live dashboard",
               serves_http=True, verifies_tokens=True),
+    Component("notifier", ("notifier",), "events.critical -> email, webhook, SMS and Web Push, escalated until acknowledged"),
 )
 
 # The secret that signs client tokens: only a component that verifies tokens is given it.

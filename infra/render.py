@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from guardstream.catalog import DAY_MS, Topic
 from guardstream.console import emit_table, terminal
 from guardstream.errors import ConfigError
@@ -58,19 +56,34 @@ def settings_table(settings: Settings) -> None:
     emit_table("guardstream settings", ["variable", "value", "meaning"], rows)
 
 
-def stack_report(stack: Stack, settings: Settings) -> None:
-    table = Table(title="guardstream is up", title_justify="left")
-    table.add_column("what")
-    table.add_column("where")
-    for name, where in stack.endpoints.items():
-        table.add_row(name, where)
-    for name, port in stack.metrics_ports.items():
-        table.add_row(f"{name} metrics", f"http://{settings.metrics_host}:{port}/metrics")
+def stack_report(stack: Stack, settings: Settings, waiting: list[str]) -> None:
+    """What runs where, one address a line (never cut by a narrow terminal or a log), then the banner."""
     console = terminal()
-    console.print(table)
+
+    def line(name: str, where: str) -> None:
+        console.print(f"  {name:<22} {where}", markup=False, highlight=False, soft_wrap=True)
+
+    console.print("servers", markup=False, highlight=False)
+    for name, where in stack.endpoints.items():
+        line(name, where)
+    if stack.logs:
+        console.print("server logs", markup=False, highlight=False)
+        for name, path in stack.logs.items():
+            line(name, str(path))
+    console.print("components (metrics, health)", markup=False, highlight=False)
+    for name, port in stack.metrics_ports.items():
+        line(name, f"http://{settings.metrics_host}:{port}/metrics")
     if "gateway" in stack.metrics_ports:
-        console.print(f"dashboard (demo token, 12 h): {dashboard_url(settings)}", markup=False)
-    console.print("guardstream is up; Ctrl-C stops everything", markup=False)
+        console.print("dashboard (demo token, 12 h)", markup=False, highlight=False)
+        console.print(f"  {dashboard_url(settings)}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"other shells: guardstream commands with the state directory {settings.state_dir} find this "
+                  "stack; `guardstream env` prints its addresses for other tools",
+                  markup=False, highlight=False, soft_wrap=True)
+    if waiting:
+        console.print(f"guardstream is running, but not ready yet: {', '.join(waiting)} (see its log lines); "
+                      "Ctrl-C stops everything", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print("guardstream is up; Ctrl-C stops everything", markup=False, highlight=False)
 
 
 def dashboard_url(settings: Settings) -> str:

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -53,6 +54,7 @@ class ChildSpec:
     restart: bool = True
     withheld: frozenset[str] = frozenset()  # variables kept out of the child's environment, its own or ours
     layer: int = COMPONENTS  # SERVERS stop last; CLIENTS (a simulated fleet) first
+    log_file: Path | None = None  # its output goes here (appended) instead of the console
 
 
 def child_env(parent: Mapping[str, str], spec: ChildSpec) -> dict[str, str]:
@@ -81,7 +83,24 @@ class Supervisor:
         self._backoff = backoff
         self._width = width
         self._children: list[_Running] = []
+        self._after_restart: dict[str, tuple[Callable[[], None], int | None]] = {}
+        self._held: set[int] = set()  # layers whose children are not restarted for now
         self.stopping = threading.Event()
+
+    def after_restart(self, name: str, action: Callable[[], None], hold: int | None = None) -> None:
+        """Run ``action`` (in a thread of its own) each time the child ``name`` is restarted. With
+        ``hold``, the children of that layer are stopped as soon as ``name`` exits and started
+        again only once ``action`` is over (they must not meet ``name``'s successor before)."""
+        self._after_restart[name] = (action, hold)
+
+    def _run_after_restart(self, name: str, action: Callable[[], None], hold: int | None) -> None:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - the child runs on; the user reads what did not follow
+            self.log(name, f"after the restart: {type(exc).__name__}: {exc}")
+        finally:
+            if hold is not None:
+                self._held.discard(hold)
 
     def log(self, name: str, line: str) -> None:
         with self._lock:
@@ -92,13 +111,20 @@ class Supervisor:
         process = subprocess.Popen(
             list(spec.argv), env=child_env(os.environ, spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, bufsize=1, preexec_fn=_die_with_parent, process_group=0)
-        threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
+        threading.Thread(target=self._pump, args=(spec, process), daemon=True).start()
         return process
 
-    def _pump(self, name: str, process: subprocess.Popen) -> None:
+    def _pump(self, spec: ChildSpec, process: subprocess.Popen) -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            self.log(name, line)
+        if spec.log_file is None:
+            for line in process.stdout:
+                self.log(spec.name, line)
+            return
+        spec.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_file.open("a") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
 
     def start(self, spec: ChildSpec) -> subprocess.Popen:
         process = self._spawn(spec)
@@ -115,15 +141,22 @@ class Supervisor:
             code = child.process.poll()
             if code is None or self.stopping.is_set():
                 continue
-            if not child.spec.restart:
+            if not child.spec.restart or child.spec.layer in self._held:
                 continue
+            action, hold = self._after_restart.get(child.spec.name, (None, None))
             if child.restart_at is None:
                 delay, child.failures = self._backoff.next(child.failures, now - child.started)
                 child.restart_at = now + delay
                 self.log(child.spec.name, f"exited with code {code}; restarting in {delay:.1f}s")
+                if hold is not None and hold not in self._held:
+                    self._held.add(hold)
+                    threading.Thread(target=self.restart_layer, args=(hold,), daemon=True).start()
             elif now >= child.restart_at:
                 child.process = self._spawn(child.spec)
                 child.started, child.restart_at = now, None
+                if action is not None:
+                    threading.Thread(target=self._run_after_restart, args=(child.spec.name, action, hold),
+                                     daemon=True).start()
 
     def run_until_stopped(self, poll_s: float = 0.2) -> None:
         while not self.stopping.wait(poll_s):
@@ -134,6 +167,23 @@ class Supervisor:
         self.stopping.set()
         for layer in sorted({c.spec.layer for c in self._children}, reverse=True):
             self._stop_all([c for c in reversed(self._children) if c.spec.layer == layer], grace_s)
+
+    def restart_layer(self, layer: int, grace_s: float = 10.0) -> None:
+        """Stop the children of ``layer``; :meth:`tick` starts them again as after any exit
+        (once the layer is no longer held)."""
+        # the processes of now: tick may start their successors while this waits
+        processes = [(c.spec.name, c.process) for c in self._children if c.spec.layer == layer]
+        for _, process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, process in processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(name, f"did not stop within {grace_s:.0f}s; killing")
+                process.kill()
+                process.wait()
 
     def _stop_all(self, children: list[_Running], grace_s: float) -> None:
         for child in children:

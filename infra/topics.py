@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from guardstream.catalog import TOPICS, Topic
-from guardstream.errors import ConfigError, UnavailableError
+from guardstream.errors import ConfigError, InputError, UnavailableError
 from guardstream.kafka import admin_config, error_code, error_text
 from guardstream.settings import Settings
 from guardstream.topic_end import probe_end_offsets
@@ -100,7 +100,8 @@ def read_existing(admin: AdminClient, names: list[str], timeout_s: float = 10.0)
 
 
 def replication_factor(settings: Settings, topic: Topic, brokers: int) -> int:
-    wanted = settings.replication_factor or topic.replication_factor
+    # the embedded profile is one broker, whichever command applies the catalog (not only `up`)
+    wanted = settings.replication_factor or (1 if settings.embedded else topic.replication_factor)
     if wanted > brokers:
         raise ConfigError("GUARDSTREAM_REPLICATION_FACTOR",
                           f"{topic.name} wants {wanted} replicas but the cluster has {brokers} broker(s); "
@@ -172,3 +173,25 @@ def describe(settings: Settings, declared: tuple[Topic, ...] = TOPICS.all()) -> 
         mine = {p: ends[(topic.name, p)] for p in metadata.topics[topic.name].partitions}
         out.append(TopicStatus(topic, len(mine), sum(hi - lo for lo, hi in mine.values()), mine))
     return out
+
+
+def create_like(settings: Settings, name: str, like: str | None) -> Change | None:
+    """Create ``name`` with the partitions and configs of the catalog topic ``like`` (``name``'s own
+    when it is in the catalog): a target for ``replay --into`` or an analyst's copy. None when a topic
+    of that name exists already (whatever its shape: nothing is changed)."""
+    model = like or name
+    try:
+        shape = TOPICS.by_name(model)
+    except KeyError:
+        raise InputError(f"{model!r} is not a catalog topic: name one with --like (`guardstream topics list "
+                         "--catalog` lists them)", reason="unknown_topic") from None
+    admin = _admin(settings)
+    if read_existing(admin, [name]):
+        return None
+    [topic] = sized(settings, (replace(shape, name=name),))
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    _wait(admin.create_topics([NewTopic(name, topic.partitions, replication_factor(settings, topic, brokers),
+                                        config=topic.configs)], operation_timeout=30), "create topic")
+    configs = ", ".join(f"{k}={v}" for k, v in topic.configs.items())
+    return Change(name, "create", f"{topic.partitions} partitions, {configs} (like {shape.name})",
+                  topic.partitions, topic.configs)

@@ -3,7 +3,7 @@
 * the **critical** consumer reads ``events.critical`` alone, in its own group
   (``<GUARDSTREAM_SINK_GROUP>-critical``), with small batches and a short
   maximum age, so no backlog elsewhere ever delays an alert's row;
-* the **bulk** consumer reads ``events.high/normal/low``, ``geofences``, the
+* the **bulk** consumer reads ``events.high/normal/low``, ``geofences``, ``devices``, the
   ``dlq.*`` topics and ``alerts.actions`` in big batches.
 
 They share one database circuit breaker and one producer (for ``dlq.sink``).
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardstream.lifecycle import start_guarded
 from guardstream.settings import Settings
+from guardstream.transport import KAFKA, component_settings
 
 if TYPE_CHECKING:
     from guardstream.observability import ReadyCheck
@@ -63,8 +64,8 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     sink = Sink(producer, metrics, breaker, stop or threading.Event())
     critical_group = f"{settings.sink_group}-critical"
     bulk_topics = [t.name for t in TOPICS.events()[1:]] + [
-        TOPICS.geofences.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name,
-        TOPICS.alerts_actions.name]
+        TOPICS.geofences.name, TOPICS.devices.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name,
+        TOPICS.dlq_sink.name, TOPICS.alerts_actions.name]
     # A broker may hold an idle fetch for up to fetch.wait.max.ms before answering (tansu looks for
     # new records only after half the wait, then half the rest, ...), so the critical consumer asks
     # again within its batch age. The bulk lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their
@@ -97,6 +98,8 @@ def readiness(sink: Sink) -> ReadyCheck:
     from guardstream.sinks.circuit import State
 
     def ready() -> tuple[bool, str]:
+        if sink.failures:  # a consumer thread ended: not ready until the process exits for a restart
+            return False, f"failed: {sink.failures[0]!r}"
         if not sink.breaker.database_answered or sink.breaker.state is not State.CLOSED:
             return False, f"database unreachable (circuit {sink.breaker.state})"
         try:
@@ -130,7 +133,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from guardstream.lifecycle import install_stop_handlers
     from guardstream.observability import serve
 
-    settings = Settings.from_env()
+    settings = component_settings(KAFKA)
     sink = build(settings)
     install_stop_handlers(sink.stop.set)
     endpoints = (serve(sink.metrics.registry, readiness(sink), settings.metrics_host, settings.metrics_port)
@@ -144,5 +147,5 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("sink", help="write the priority topics, geofences, dead letters and alert actions "
+    sub.add_parser("sink", help="write the priority topics, geofences, devices, dead letters and alert actions "
                    "to PostgreSQL, exactly once").set_defaults(handler=cmd_sink)

@@ -31,7 +31,7 @@ from guardstream.errors import InputError, SchemaError, UnavailableError
 from guardstream.records import DEAD_LETTER
 from guardstream.refusal import Refused
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import Source, dead_letter
+from guardstream.schemas.dead_letters import MAX_PAYLOAD, Source, dead_letter
 from guardstream.sinks.batching import EMPTY, BatchClock, BatchPolicy, flush_reason, lane_of, poll_timeout, room
 from guardstream.sinks.circuit import GAUGE_VALUE, Breaker, BreakerPolicy, State
 from guardstream.sinks.metrics import SinkMetrics
@@ -228,7 +228,7 @@ class SinkLoop:
             return False
         writable = [(ref, write) for ref, write in self.batch.items if not isinstance(write, Refused)]
         try:
-            result = self.writer.write(writable)
+            result = self.writer.write(writable, self.batch.next_offsets)
         except UnavailableError as exc:
             self.breaker.failed(time.monotonic())
             self.metrics.retries.labels(self.kind).inc()
@@ -249,21 +249,34 @@ class SinkLoop:
         if not refused:
             return
         failures: list[str] = []
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(error.str())
-
         now_ms = int(time.time() * 1000)
-        for ref, why in sorted(refused, key=lambda r: (r[0].topic, r[0].partition, r[0].offset)):
-            reason, detail = why.reason, why.detail
+
+        def send(ref: Ref, why: Refused, bare: bool = False) -> None:
+            """One dead letter; one Kafka refuses for good (too large, invalid) goes once more bare
+            (payload cut to nothing, its length and hash kept), so one record never stalls the sink."""
             source = Source(ref.topic, ref.partition, ref.offset, ref.key)
-            record, headers = dead_letter(SINK_STAGE, reason, detail, source, ref.value or b"", now_ms)
-            value = self.codec.encode(DEAD_LETTER, record)
-            self.producer.produce(TOPICS.dlq_sink.name, key=ref.key, value=value, headers=headers,
-                                  on_delivery=delivered)
-            self.metrics.dead_letters.labels(ref.topic, reason).inc()
-            log.info("dead letter: %s[%d]@%d %s: %s", ref.topic, ref.partition, ref.offset, reason, detail)
+            record, headers = dead_letter(SINK_STAGE, why.reason, why.detail, source, ref.value or b"", now_ms,
+                                          0 if bare else MAX_PAYLOAD)
+
+            def delivered(error: KafkaError | None, _message: Message) -> None:
+                if error is not None and not bare and not error.fatal():
+                    send(ref, why, bare=True)
+                elif error is not None:
+                    failures.append(error.str())
+            try:
+                self.producer.produce(TOPICS.dlq_sink.name, key=ref.key, value=self.codec.encode(DEAD_LETTER, record),
+                                      headers=headers, on_delivery=delivered)
+            except KafkaException as exc:
+                if bare:
+                    raise
+                send(ref, why, bare=True)
+                log.warning("dead letter of %s[%d]@%d refused (%s); sent bare", ref.topic, ref.partition,
+                            ref.offset, exc)
+
+        for ref, why in sorted(refused, key=lambda r: (r[0].topic, r[0].partition, r[0].offset)):
+            send(ref, why)
+            self.metrics.dead_letters.labels(ref.topic, why.reason).inc()
+            log.info("dead letter: %s[%d]@%d %s: %s", ref.topic, ref.partition, ref.offset, why.reason, why.detail)
         left = self.producer.flush(30)
         if left or failures:
             # offsets stay uncommitted: after a restart the batch is replayed and the letters sent again
@@ -314,7 +327,17 @@ class SinkLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = True
+        self._seed_positions(consumer, partitions)
         log.info("%s: assigned %s", self.kind, ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    def _seed_positions(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A partition this sink has not written since sink_positions exists still has a known
+        # position: everything below the committed offset is written. Later writes raise it exactly.
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+            self.writer.seed_positions({(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0})
+        except (KafkaException, UnavailableError) as exc:
+            log.warning("%s: positions not seeded, the next write sets them: %s", self.kind, exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whatever is not committed now is read again, from the committed offsets, by the next owner.

@@ -9,6 +9,8 @@ record types.
 
 Tables and their columns (:data:`TABLES`) mirror ``infra/migrations``; each
 column carries its PostgreSQL type so the shell can type its (binary) COPY.
+A field a record written with an older schema version lacks takes its schema default
+(``ts_source`` ``device``, the rest null).
 Times arrive as epoch milliseconds UTC and leave as aware ``datetime`` values
 (timestamptz); the ``*_ms`` columns keep the exact milliseconds. JSON columns
 get parsed values (a dict, a GeoJSON object).
@@ -55,15 +57,18 @@ def _event_table(name: str, *columns: tuple[str, str]) -> Table:
 
 
 DEVICE_TELEMETRY = _event_table("device_telemetry", ("battery_pct", "float8"), ("charging", "bool"),
-                                ("signal_dbm", "int4"), ("temperature_c", "float8"), ("firmware", "text"))
+                                ("signal_dbm", "int4"), ("temperature_c", "float8"), ("firmware", "text"),
+                                ("signal_pct", "float8"))
 GUARD_POSITIONS = _event_table("guard_positions", ("lat", "float8"), ("lon", "float8"), ("accuracy_m", "float8"),
                                ("speed_mps", "float8"), ("heading_deg", "float8"), ("altitude_m", "float8"),
                                ("fences", "text[]"), ("in_site", "bool"), ("violation", "bool"))
 SENSOR_READINGS = _event_table("sensor_readings", ("kind", "text"), ("site_id", "text"), ("value", "float8"),
                                ("unit", "text"), ("state", "text"))
-SYSTEM_HEALTH = _event_table("system_health", ("status", "text"), ("detail", "text"), ("metrics", "jsonb"))
+SYSTEM_HEALTH = _event_table("system_health", ("status", "text"), ("detail", "text"), ("metrics", "jsonb"),
+                             ("ts_source", "text"))
 DEVICE_ALERTS = _event_table("device_alerts", ("kind", "text"), ("severity", "text"), ("lat", "float8"),
-                             ("lon", "float8"), ("message", "text"), ("rule", "text"), ("cause_event_id", "text"))
+                             ("lon", "float8"), ("message", "text"), ("rule", "text"), ("cause_event_id", "text"),
+                             ("ts_source", "text"), ("claimed_kind", "text"), ("claimed_severity", "text"))
 GEOFENCE_EVENTS = _event_table("geofence_events", ("fence_id", "text"), ("fence_kind", "text"),
                                ("transition", "text"), ("lat", "float8"), ("lon", "float8"), ("dwell_ms", "int8"),
                                ("cause", "text"))
@@ -72,6 +77,11 @@ GEOFENCES = Table(TOPICS.geofences.name,
                   (("fence_id", "text"), ("tenant", "text"), ("name", "text"), ("kind", "text"), ("geometry", "jsonb"),
                    ("radius_m", "float8"), ("updated_ms", "int8"), ("deleted", "bool")),
                   ("fence_id",))
+# The devices table materialises the compacted topic of the same name (the device registry).
+DEVICES = Table(TOPICS.devices.name,
+                (("device_id", "text"), ("tenant", "text"), ("kind", "text"), ("site_id", "text"),
+                 ("enabled", "bool"), ("updated_ms", "int8")),
+                ("device_id",))
 DEAD_LETTERS = Table("dead_letters", (("dlq_topic", "text"), ("dlq_partition", "int4"), ("dlq_offset", "int8"),
                                       ("stage", "text"), ("reason", "text"), ("detail", "text"),
                                       ("source_topic", "text"), ("source_partition", "int4"),
@@ -81,7 +91,7 @@ DEAD_LETTERS = Table("dead_letters", (("dlq_topic", "text"), ("dlq_partition", "
 
 # The tables written with COPY + INSERT ... ON CONFLICT, in the order a batch writes them.
 TABLES: tuple[Table, ...] = (DEVICE_ALERTS, GEOFENCE_EVENTS, GUARD_POSITIONS, SENSOR_READINGS, DEVICE_TELEMETRY,
-                             SYSTEM_HEALTH, GEOFENCES, DEAD_LETTERS)
+                             SYSTEM_HEALTH, GEOFENCES, DEVICES, DEAD_LETTERS)
 
 
 # -- what a record becomes -------------------------------------------------------------
@@ -105,6 +115,17 @@ class GeofenceTombstone:
 
 
 @dataclass(frozen=True)
+class DeviceUpsert:
+    device_id: str
+    row: tuple[Any, ...]  # a DEVICES row
+
+
+@dataclass(frozen=True)
+class DeviceTombstone:
+    device_id: str
+
+
+@dataclass(frozen=True)
 class AlertStatusChange:
     """An operator's action on an alert, as the columns it sets."""
     action_id: str
@@ -118,7 +139,7 @@ class AlertStatusChange:
 
 
 # A record the sink cannot write is Refused: it becomes a dead letter with that reason code.
-Write = InsertRow | GeofenceUpsert | GeofenceTombstone | AlertStatusChange | Refused
+Write = InsertRow | GeofenceUpsert | GeofenceTombstone | DeviceUpsert | DeviceTombstone | AlertStatusChange | Refused
 
 
 def timestamp(ms: int) -> datetime:
@@ -136,7 +157,7 @@ def _head(record: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _telemetry(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return _head(r) + (r.get("battery_pct"), r.get("charging"), r.get("signal_dbm"), r.get("temperature_c"),
-                       r.get("firmware"))
+                       r.get("firmware"), r.get("signal_pct"))
 
 
 def _guard_position(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -150,12 +171,14 @@ def _sensor_reading(r: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _system_health(r: Mapping[str, Any]) -> tuple[Any, ...]:
-    return _head(r) + (r["status"], r.get("detail"), dict(r.get("metrics") or {}))
+    return _head(r) + (r["status"], r.get("detail"), dict(r.get("metrics") or {}),
+                       r.get("ts_source", "device"))
 
 
 def _device_alert(r: Mapping[str, Any]) -> tuple[Any, ...]:
     return _head(r) + (r["kind"], r["severity"], r.get("lat"), r.get("lon"), r.get("message"), r.get("rule"),
-                       r.get("cause_event_id"))
+                       r.get("cause_event_id"), r.get("ts_source", "device"), r.get("claimed_kind"),
+                       r.get("claimed_severity"))
 
 
 def _geofence_event(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -180,6 +203,10 @@ def geofence_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
     except ValueError as exc:
         raise InputError(f"geometry of fence {r['fence_id']} is not JSON: {exc}", reason="bad_geometry") from exc
     return (r["fence_id"], r["tenant"], r["name"], r["kind"], geometry, r.get("radius_m"), r["updated_ms"], False)
+
+
+def device_row(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (r["device_id"], r["tenant"], r["kind"], r.get("site_id"), bool(r["enabled"]), r["updated_ms"])
 
 
 def alert_status_change(r: Mapping[str, Any]) -> AlertStatusChange:
@@ -220,12 +247,16 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
     if record is None:
         if topic == TOPICS.geofences.name and key and b"\x00" not in key:
             return GeofenceTombstone(key.decode("utf-8", "replace"))
+        if topic == TOPICS.devices.name and key and b"\x00" not in key:
+            return DeviceTombstone(key.decode("utf-8", "replace"))
         return Refused("empty_value", f"record without a value on {topic}")
     expected = _expected_record(topic)
     if expected is not None and full_name != expected:
         return Refused("unexpected_record", f"{full_name} on {topic}, which carries {expected}")
     if topic == TOPICS.geofences.name:
         return GeofenceUpsert(record["fence_id"], geofence_row(record))
+    if topic == TOPICS.devices.name:
+        return DeviceUpsert(record["device_id"], device_row(record))
     if topic == TOPICS.alerts_actions.name:
         return alert_status_change(record)
     if topic in DEAD_LETTER_TOPICS:
@@ -240,6 +271,8 @@ def _plan(topic: str, partition: int, offset: int, key: bytes | None,
 def _expected_record(topic: str) -> str | None:
     if topic == TOPICS.geofences.name:
         return records.GEOFENCE
+    if topic == TOPICS.devices.name:
+        return records.DEVICE
     if topic == TOPICS.alerts_actions.name:
         return records.ALERT_ACTION
     if topic in DEAD_LETTER_TOPICS:
@@ -264,4 +297,17 @@ def latest_geofences(writes: Sequence[tuple[K, FenceWrite]]) -> list[tuple[K, Fe
         if isinstance(write, GeofenceTombstone) and before is not None and isinstance(before[1], GeofenceUpsert):
             write = GeofenceUpsert(write.fence_id, before[1].row[:-1] + (True,))
         last[write.fence_id] = (ref, write)
+    return list(last.values())
+
+
+DeviceWrite = DeviceUpsert | DeviceTombstone
+
+
+def latest_devices(writes: Sequence[tuple[K, DeviceWrite]]) -> list[tuple[K, DeviceWrite]]:
+    """A batch's net effect on the devices table: the last write per device, in the order of last writes
+    (one INSERT ... ON CONFLICT DO UPDATE cannot touch a row twice)."""
+    last: dict[str, tuple[K, DeviceWrite]] = {}
+    for ref, write in writes:
+        last.pop(write.device_id, None)
+        last[write.device_id] = (ref, write)
     return list(last.values())

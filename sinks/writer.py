@@ -4,8 +4,9 @@ Rows of each table are COPY'd into a temporary staging table and moved with
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so writing a batch twice (a
 replay after a crash between the database commit and the Kafka offset commit)
 inserts nothing the second time. Geofences are upserted (last write per fence
-wins; a tombstone sets ``deleted``), alert actions update the alert only when
-they are newer than its current state.
+wins; a tombstone sets ``deleted``), and so are devices (an older version never
+replaces a newer one; a tombstone deletes the row); alert actions update the
+alert only when they are newer than its current state.
 
 When the database refuses a row (a CHECK constraint, a bad value), the
 statement is retried in halves under savepoints until the refused records are
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -34,8 +35,9 @@ from psycopg import sql
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.refusal import Refused
 from guardstream.sinks.batching import isolate_failures
-from guardstream.sinks.rows import (DEVICE_ALERTS, GEOFENCES, TABLES, AlertStatusChange, GeofenceTombstone,
-                                    GeofenceUpsert, InsertRow, Table, Write, latest_geofences)
+from guardstream.sinks.rows import (DEVICE_ALERTS, DEVICES, GEOFENCES, TABLES, AlertStatusChange, DeviceTombstone,
+                                    DeviceUpsert, GeofenceTombstone, GeofenceUpsert, InsertRow, Table, Write,
+                                    latest_devices, latest_geofences)
 
 R = TypeVar("R")  # what the caller uses to find a record again (its Kafka coordinates)
 
@@ -126,11 +128,13 @@ def _stage_name(table: Table) -> sql.Identifier:
 def _move_statement(table: Table) -> sql.Composed:
     cols = sql.SQL(", ").join(map(sql.Identifier, table.column_names))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.conflict))
-    if table is GEOFENCES:
+    if table is GEOFENCES or table is DEVICES:
         updated = [c for c in table.column_names if c not in table.conflict]
         action = sql.SQL("DO UPDATE SET ({}) = ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, updated)),
             sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in updated))
+        if table is DEVICES:  # a replayed older version never rolls a device back
+            action = sql.SQL("{} WHERE {}.updated_ms <= EXCLUDED.updated_ms").format(action, sql.Identifier(table.name))
     else:
         action = sql.SQL("DO NOTHING")
     # DELETE ... RETURNING empties the staging table in the statement that moves its rows, so the
@@ -147,6 +151,11 @@ WITH applied AS (
            status_ts_ms = %(ts_ms)s, status_note = %(note)s
      WHERE event_id = %(alert)s::text AND (status_ts_ms IS NULL OR status_ts_ms < %(ts_ms)s)
  RETURNING 1
+), logged AS (
+    INSERT INTO alert_action_log (action_id, alert_event_id, tenant, status, actor, ts_ms, status_at, note)
+    VALUES (%(action_id)s::text, %(alert)s::text, %(tenant)s::text, %(status)s::text, %(actor)s::text,
+            %(ts_ms)s::bigint, %(status_at)s::timestamptz, %(note)s::text)
+    ON CONFLICT (action_id) DO NOTHING
 ), parked AS (
     INSERT INTO alert_actions_pending (action_id, alert_event_id, tenant, status, actor, ts_ms, status_at, note)
     SELECT %(action_id)s::text, %(alert)s::text, %(tenant)s::text, %(status)s::text, %(actor)s::text,
@@ -176,6 +185,14 @@ WITH latest AS (
  RETURNING 1
 )
 SELECT (SELECT count(*) FROM applied), (SELECT count(*) FROM dropped)
+"""
+
+
+# The Kafka position the tables reflect: raised (never lowered) in the transaction that writes the rows.
+_RAISE_POSITIONS = """
+INSERT INTO sink_positions AS s (topic, partition, next_offset) VALUES (%s, %s, %s)
+ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+ WHERE s.next_offset < EXCLUDED.next_offset
 """
 
 
@@ -223,6 +240,11 @@ class BatchWriter(Generic[R]):
             except psycopg.errors.UndefinedTable as exc:
                 raise GuardstreamError(f"table {table.name} is missing: run `guardstream db migrate`",
                                        reason="not_migrated") from exc
+        try:
+            conn.execute("SELECT 1 FROM sink_positions LIMIT 0")  # written in place, never staged
+        except psycopg.errors.UndefinedTable as exc:
+            raise GuardstreamError("table sink_positions is missing: run `guardstream db migrate`",
+                                   reason="not_migrated") from exc
 
     def close(self) -> None:
         if self._conn is not None:
@@ -246,20 +268,37 @@ class BatchWriter(Generic[R]):
 
     # -- batches ----------------------------------------------------------------------
 
-    def write(self, items: Sequence[tuple[R, Write]]) -> WriteResult[R]:
-        """Write every item in one transaction; refused rows come back in ``rejected``."""
-        return self._guarded(lambda conn: self._write(conn, items))
+    def write(self, items: Sequence[tuple[R, Write]],
+              positions: Mapping[tuple[str, int], int] | None = None) -> WriteResult[R]:
+        """Write every item in one transaction; refused rows come back in ``rejected``.
+
+        ``positions``: per (topic, partition), the offset after the batch's last record; stored
+        in the same transaction, so a reader of the tables knows exactly which records they hold."""
+        def work(conn: psycopg.Connection) -> WriteResult[R]:
+            result = self._write(conn, items)
+            if positions:
+                _raise_positions(conn, positions)
+            return result
+        return self._guarded(work)
+
+    def seed_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Raise the stored positions to ``positions`` (committed offsets: every record below is written)."""
+        if positions:
+            self._guarded(lambda conn: _raise_positions(conn, positions))
 
     def _write(self, conn: psycopg.Connection, items: Sequence[tuple[R, Write]]) -> WriteResult[R]:
         result: WriteResult[R] = WriteResult()
         rows: dict[str, list[tuple[R, tuple[Any, ...]]]] = {}
         fences: list[tuple[R, GeofenceUpsert | GeofenceTombstone]] = []
+        devices: list[tuple[R, DeviceUpsert | DeviceTombstone]] = []
         actions: list[tuple[R, AlertStatusChange]] = []
         for ref, write in items:
             if isinstance(write, InsertRow):
                 rows.setdefault(write.table.name, []).append((ref, write.row))
             elif isinstance(write, (GeofenceUpsert, GeofenceTombstone)):
                 fences.append((ref, write))
+            elif isinstance(write, (DeviceUpsert, DeviceTombstone)):
+                devices.append((ref, write))
             elif isinstance(write, AlertStatusChange):
                 actions.append((ref, write))
             else:
@@ -269,6 +308,8 @@ class BatchWriter(Generic[R]):
                 self._insert(conn, table, rows[table.name], result)
         if fences:
             self._geofences(conn, fences, result)
+        if devices:
+            self._devices(conn, devices, result)
         if result.written[DEVICE_ALERTS.name]:
             self._drain_pending_actions(conn, result)
         if actions:
@@ -323,6 +364,17 @@ class BatchWriter(Generic[R]):
                                (deleted,))
             result.written[GEOFENCES.name] += cur.rowcount
 
+    def _devices(self, conn: psycopg.Connection, devices: list[tuple[R, DeviceUpsert | DeviceTombstone]],
+                 result: WriteResult[R]) -> None:
+        latest = latest_devices(devices)
+        upserts = [(ref, w.row) for ref, w in latest if isinstance(w, DeviceUpsert)]
+        forgotten = [w.device_id for _, w in latest if isinstance(w, DeviceTombstone)]
+        if upserts:
+            self._insert(conn, DEVICES, upserts, result)
+        if forgotten:
+            cur = conn.execute("DELETE FROM devices WHERE device_id = ANY(%s)", (forgotten,))
+            result.written[DEVICES.name] += cur.rowcount
+
     def _drain_pending_actions(self, conn: psycopg.Connection, result: WriteResult[R]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ALERT_LOCK,))
         applied, dropped = conn.execute(_DRAIN_PENDING).fetchone()
@@ -356,3 +408,8 @@ def _action_params(action: AlertStatusChange) -> dict[str, Any]:
     return {"status": action.status, "actor": action.actor, "status_at": action.status_at, "ts_ms": action.ts_ms,
             "note": action.note, "alert": action.alert_event_id, "action_id": action.action_id,
             "tenant": action.tenant}
+
+
+def _raise_positions(conn: psycopg.Connection, positions: Mapping[tuple[str, int], int]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(_RAISE_POSITIONS, [(t, p, o) for (t, p), o in sorted(positions.items())])

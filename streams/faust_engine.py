@@ -53,6 +53,7 @@ from guardstream.kafka import consumer_config, error_code, session_timeouts
 from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
+from guardstream.streams.device_feed import DeviceFeed
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.metrics import WorkerMetrics
 from guardstream.streams.outputs import count, out_records, stage_changes
@@ -164,9 +165,9 @@ class FaustLane:
     """One agent's state and its batch step: process, write, flush, count."""
 
     def __init__(self, app: faust.App, settings: Settings, codec: Codec, metrics: WorkerMetrics, lane: Lane,
-                 fences: FenceFeed) -> None:
+                 fences: FenceFeed, devices: DeviceFeed) -> None:
         self.app, self.settings, self.codec, self.metrics, self.lane = app, settings, codec, metrics, lane
-        self.fences = fences
+        self.fences, self.devices = fences, devices
         self.rules = load_rules(settings.rules_file)
         self.params = params_from(settings)
         self.store = StateStore(settings, None)
@@ -179,6 +180,8 @@ class FaustLane:
     def ready(self) -> tuple[bool, str]:
         if not self.fences.loaded.is_set():
             return False, "geofences not loaded yet"
+        if not self.devices.loaded.is_set():
+            return False, "device registry not loaded yet"
         if self.ready_since is None:
             return False, "no partitions assigned yet"
         return True, ""
@@ -201,7 +204,7 @@ class FaustLane:
         started = time.perf_counter()
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
-        outcome = process(records, self.state, policy, self.rules, self.params, removed)
+        outcome = process(records, self.state, policy, self.rules, self.params, removed, self.devices.registry)
         send = self.app.producer.send
         for out in out_records(outcome, self.codec, policy.now_ms):
             (await send(out.topic, out.key, out.value, None, None, out.headers)).add_done_callback(written)
@@ -238,17 +241,18 @@ class CheckpointSensor(faust.Sensor):
         self.lane.write_staged(self.state_topic)
 
 
-def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: FenceFeed,
+def build(settings: Settings, codec: Codec, metrics: WorkerMetrics, fences: FenceFeed, devices: DeviceFeed,
           datadir: str) -> tuple[faust.App, list[FaustLane]]:
     """The app, its two agents and the silent-device timer."""
     app = faust.App(FAUST_GROUP, **app_config(settings, datadir))
-    alerts, bulk = (FaustLane(app, settings, codec, metrics, lane, fences) for lane in lanes(settings))
+    alerts, bulk = (FaustLane(app, settings, codec, metrics, lane, fences, devices) for lane in lanes(settings))
 
     def agent_for(lane: FaustLane, removed_fences: bool) -> None:
         topic = app.topic(*lane.lane.topics, key_serializer="raw", value_serializer="raw")
 
         async def run_lane(stream: Any) -> None:
-            await asyncio.get_running_loop().run_in_executor(None, fences.loaded.wait)
+            for feed in (fences, devices):
+                await asyncio.get_running_loop().run_in_executor(None, feed.loaded.wait)
             async for events in stream.take_events(lane.lane.batch_max, lane.lane.wait_s):
                 removed = fences.take_removed() if removed_fences else frozenset()
                 try:
@@ -298,7 +302,7 @@ def run(settings: Settings) -> int:
         metrics.fences.set(len(index))
         metrics.index_rebuild.observe(seconds)
 
-    def fences_failed(exc: BaseException) -> None:  # no worker can run without every fence: stop as on TERM
+    def feed_failed(exc: BaseException) -> None:  # no worker runs without every fence and device: stop as on TERM
         failed.append(exc)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -310,12 +314,14 @@ def run(settings: Settings) -> int:
         else:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     fences = FenceFeed(settings, codec, rebuilt)
+    devices = DeviceFeed(settings, codec)
     with tempfile.TemporaryDirectory(prefix="guardstream-faust-") as datadir:
-        app, faust_lanes = build(settings, codec, metrics, fences, datadir)
+        app, faust_lanes = build(settings, codec, metrics, fences, devices, datadir)
         ready = all_ready({f"{lane.lane.name} lane": lane.ready for lane in faust_lanes})
         endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
             if settings.metrics_port else None
-        fences.start(fences_failed)
+        fences.start(feed_failed)
+        devices.start(feed_failed)
         moved = continue_from_batch_engine(settings)
         log.info("%d partition(s) continue where the batch engine committed", moved)
         worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
@@ -326,6 +332,7 @@ def run(settings: Settings) -> int:
                 failed.append(exit_)
         finally:
             fences.stop()
+            devices.stop()
             if endpoints:
                 endpoints.close()
     return 1 if failed else 0

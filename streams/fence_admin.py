@@ -24,7 +24,8 @@ from guardstream.streams.geofence import fences_from_geojson
 from guardstream.topic_end import latest_values
 
 
-def import_file(settings: Settings, codec: Codec, path: Path, tenant: str) -> list[dict[str, Any]]:
+def import_file(settings: Settings, codec: Codec, path: Path, tenant: str | None) -> list[dict[str, Any]]:
+    """Every fence of the GeoJSON file, or none; ``tenant``: of the features that name none."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

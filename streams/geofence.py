@@ -94,11 +94,13 @@ def parse_geometry(text: str, *, fence_id: str = "?") -> BaseGeometry:
     return shapely.force_2d(geometry)
 
 
-def fences_from_geojson(doc: Mapping[str, Any], tenant: str, now_ms: int) -> list[Geofence]:
+def fences_from_geojson(doc: Mapping[str, Any], tenant: str | None, now_ms: int) -> list[Geofence]:
     """Turn a GeoJSON FeatureCollection into Geofence record dicts, validated.
 
-    Feature properties: ``id`` (optional), ``name``, ``kind`` (site|restricted)
-    and ``radius_m`` for Point features. An import either yields every fence or
+    Feature properties: ``id`` (optional), ``name``, ``kind`` (site|restricted),
+    ``radius_m`` for Point features and ``tenant`` (optional: ``tenant`` given here
+    is the tenant of the features that name none; a feature that names none,
+    with none given, is refused). An import either yields every fence or
     raises ``InputError`` naming the first bad feature, so nothing half-imports.
     """
     if not isinstance(doc, Mapping) or doc.get("type") != "FeatureCollection" \
@@ -126,10 +128,15 @@ def stable_fence_id(tenant: str, name: str) -> str:
     return f"fence-{digest[:20]}"
 
 
-def _record_from_feature(feature: Any, tenant: str, now_ms: int) -> Geofence:
+def _record_from_feature(feature: Any, default_tenant: str | None, now_ms: int) -> Geofence:
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         raise InputError("not a GeoJSON Feature", reason="bad_geojson")
     props = feature.get("properties") or {}
+    tenant = props.get("tenant", default_tenant)
+    if tenant is None:
+        raise InputError("feature names no tenant and none was given (--tenant)", reason="missing_tenant")
+    if not isinstance(tenant, str) or not tenant.strip():
+        raise InputError(f"tenant {tenant!r} is not a tenant name", reason="bad_tenant")
     raw_id = props.get("id", feature.get("id"))
     name = props.get("name") or (str(raw_id) if raw_id is not None else None)
     if not name:

@@ -27,6 +27,7 @@ class WorkerMetrics:
     violations: Counter
     skipped_fixes: Counter
     devices: Gauge
+    registry_devices: Gauge
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -59,4 +60,6 @@ class WorkerMetrics:
                                   "Fixes that changed no state (stale or inaccurate).", registry=r),
             devices=Gauge("guardstream_worker_devices", "Devices with state on this worker, per store.", ["store"],
                           registry=r),
+            registry_devices=Gauge("guardstream_worker_registry_devices",
+                                   "Devices in the worker's copy of the device registry.", registry=r),
         )

@@ -13,7 +13,7 @@ instead of one per fix.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guardstream.refusal import Refused
 from guardstream.records import (
@@ -24,6 +24,7 @@ from guardstream.streams.geofence_state import (
     DeviceState, Fix, GeofenceTransition, Params, ViolationStarted, apply_batch, fence_removed,
 )
 from guardstream.streams.dedup import DedupWindow
+from guardstream.streams.registry import JUDGED_TOPICS, NO_TENANT, Registry, tenant_for
 from guardstream.streams.routing import Emit, emit_for
 from guardstream.streams.rules import RuleState, Rules, evaluate
 from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
@@ -83,29 +84,42 @@ def meta_of(record: RawRecord) -> RawMeta:
     msg_id = record.header("msg.id") or f"{record.topic}/{record.partition}/{record.offset}"
     received = record.header("received_ms")
     return RawMeta(key=record.key.decode("utf-8", "replace") if record.key else None,
-                   mqtt_topic=record.header("mqtt.topic"), msg_id=msg_id,
+                   mqtt_topic=record.header("mqtt.topic"), catch_all=record.header("bridge.catch_all"), msg_id=msg_id,
                    received_ms=int(received) if received and received.isdigit() else record.timestamp_ms,
                    source_topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def process(records: Iterable[RawRecord], state: State, policy: Policy, rules: Rules,
-            params: Params, removed_fences: frozenset[str] = frozenset()) -> Outcome:
+            params: Params, removed_fences: frozenset[str] = frozenset(),
+            registry: Registry | None = None) -> Outcome:
     """Turn one batch into events. ``state.dedup`` is updated in place; every other
-    change of state is returned in the :class:`Outcome` for the caller to store."""
+    change of state is returned in the :class:`Outcome` for the caller to store.
+
+    With a ``registry``, a device's tenant is the registry's (``streams/registry.tenant_for``);
+    without one, the payload's as validation read it."""
     out = Outcome()
     if removed_fences:
         _exit_removed(state, removed_fences, policy.now_ms, out)
+    # validation leaves the tenant empty where the payload names none, so the registry can tell
+    claims = replace(policy, default_tenant=NO_TENANT) if registry is not None else policy
     positions: list[dict] = []
     for record in records:
         meta = meta_of(record)
         if state.dedup.seen(meta.msg_id, policy.now_ms):
             out.duplicates += 1
             continue
-        result = validate(kind_for_topic(record.topic), record.value or b"", meta, policy)
+        result = validate(kind_for_topic(record.topic), record.value or b"", meta, claims)
         if isinstance(result, Refused):
             out.refused.append(RefusedRecord(record, result))
             continue
         event = result.record
+        if registry is not None:
+            tenant = (tenant_for(event["device_id"], event["tenant"] or None, registry)
+                      if record.topic in JUDGED_TOPICS else event["tenant"] or policy.default_tenant)
+            if isinstance(tenant, Refused):
+                out.refused.append(RefusedRecord(record, tenant))
+                continue
+            event["tenant"] = tenant
         state.last_seen[event["device_id"]] = (event["tenant"], event["received_ms"])
         if result.schema == GUARD_POSITION:
             positions.append(event)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import tomllib
 import typing
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import Path
@@ -311,7 +311,8 @@ def silent_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, alread
     ``already_alerted`` maps a device id to the last-seen ms it was alerted for.
     The caller records ``already_alerted[device] = last_seen[device][1]`` for
     every alert returned: a device is alerted again only once it has been heard
-    from since, so nothing needs clearing when it comes back.
+    from since, so nothing needs clearing when it comes back. The caller drops the
+    devices :func:`forgotten_devices` names from ``last_seen`` first.
     """
     rule = (rules or default_rules()).device_silent
     if not rule.enabled:
@@ -328,3 +329,18 @@ def silent_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, alread
             lat=None, lon=None, message=f"no event for {rule.after_minutes:g} minutes", rule="device_silent",
             cause_event_id=None))
     return alerts
+
+
+def forgotten_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, horizon_ms: int,
+                      registered: Collection[str] = ()) -> list[str]:
+    """The devices the silent-device check forgets: not heard from for ``horizon_ms``.
+
+    Without this every device id ever seen stayed in memory, and any id a publisher
+    invented once raised a DEVICE_SILENT alert after ``after_minutes``, forever
+    growing. A device is therefore watched while it is *recently active* (heard from
+    within the horizon, ``GUARDSTREAM_WORKER_DEVICE_HORIZON_S``) and forgotten after,
+    until it is heard from again. ``registered`` (the device registry's enabled devices)
+    are never forgotten, however long they are silent.
+    """
+    return [device for device, (_, last_ms) in last_seen.items()
+            if now_ms - last_ms >= horizon_ms and device not in registered]

@@ -85,6 +85,21 @@ class StateStore:
                 out.append((changelog_key(store, topic, device), body, partition))
         return out
 
+    def evict(self, devices: Iterable[str], on_delivery: Callable[[Any, Any], None] | None = None) -> int:
+        """Drop the state of ``devices`` here and in the changelog (a tombstone per store entry, which
+        :meth:`restore` reads as gone); returns how many tombstones were written."""
+        written = 0
+        for device in devices:
+            for store in STORES:
+                self.values[store].pop(device, None)
+                self._staged.discard((store, device))
+                origin = self.origin.pop((store, device), None)
+                if origin is not None:
+                    produce(self.producer, self.topic, None, changelog_key(store, origin[0], device),
+                            partition=origin[1], on_delivery=on_delivery)
+                    written += 1
+        return written
+
     def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Drop what belongs to partitions no longer assigned (kept ones stay)."""
         keep = set(assigned)

@@ -76,3 +76,14 @@ def test_a_component_on_a_taken_port_stops_with_one_line_naming_the_setting(comp
     assert refusal == [f"guardstream: bad setting {setting}: 127.0.0.1:{port} is already in use (another "
                        "component or program listens there): give each process a port of its own, or 0 for any "
                        "free one"]
+
+
+def test_every_command_is_in_the_readmes_command_table():
+    from pathlib import Path
+
+    from guardstream.cli import build_parser
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = [name for name in sub.choices if f"`guardstream {name}" not in table]
+    assert not missing, f"commands missing from the README's Commands table: {missing}"

@@ -8,6 +8,11 @@ const RATE_WINDOW_MS = 10000;
 const MAX_ALERTS = 200;
 const NO_RETRY = new Set([4401, 4403, 4408]); // refusals a reconnect would only repeat
 const ALERT_SCHEMAS = new Set(["guardstream.DeviceAlert", "guardstream.GeofenceEvent"]);
+// alerts that put a person at risk stand apart from routine fence events, with a cue
+const LIFE_SAFETY = new Set(["PANIC", "SOS", "FALL", "SMOKE", "FIRE", "GEOFENCE_VIOLATION"]);
+const SEVERITY_RANK = { CRITICAL: 0, HIGH: 1, NORMAL: 2, LOW: 3 };
+const STALE_MS = 5 * 60 * 1000; // a guard not heard from for this long is drawn as stale
+const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALARM: "FALSE_ALARM" };
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const state = {
@@ -15,6 +20,8 @@ const state = {
   guards: new Map(),       // device id -> {lat, lon, violation, tenant}
   alerts: new Map(),       // alert event id -> list element
   lastSeen: {},            // "topic:partition" -> last offset received (for resume)
+  parkedActions: new Map(), // alert event id -> an action the snapshot holds for an alert not written yet
+  awaitingSnapshot: false, // a snapshot subscribe is out: its offsets come with snapshot_end
   rateStamps: { critical: [], high: [], normal: [], low: [] },
   principal: null,
   socket: null,
@@ -116,7 +123,10 @@ function drawGuard(id) {
   let node = guard.node;
   if (!node) {
     node = svg("g", { class: "guard" });
+    node.dataset.guard = id;
+    node.addEventListener("click", () => drawTrack(id));
     node.append(svg("circle", { r: 6 }));
+    node.append(svg("title"));
     const label = svg("text", { x: 9, y: 4 });
     label.textContent = id;
     node.append(label);
@@ -126,12 +136,75 @@ function drawGuard(id) {
   const [x, y] = project(p, guard.lon, guard.lat);
   node.setAttribute("transform", "translate(" + x.toFixed(1) + "," + y.toFixed(1) + ")");
   node.classList.toggle("violation", Boolean(guard.violation));
+  markStale(id, guard);
+}
+
+function markStale(id, guard) {
+  if (!guard.node || !guard.ts) return;
+  const stale = Date.now() - guard.ts > STALE_MS;
+  guard.node.classList.toggle("stale", stale);
+  guard.node.querySelector("title").textContent = id + " · " + guard.tenant + " · last seen " +
+    new Date(guard.ts).toLocaleTimeString() + (stale ? " (stale)" : "");
+}
+
+// the last hour of one guard, from the history API, simplified to what a map can show
+async function drawTrack(id) {
+  const layer = $("track");
+  const query = new URLSearchParams({ guard: id, from: "-1h", max_points: "500", token });
+  try {
+    const reply = await fetch("/api/positions?" + query.toString(), { cache: "no-store" });
+    if (!reply.ok) throw new Error("HTTP " + reply.status);
+    const track = await reply.json();
+    const p = state.projection;
+    layer.replaceChildren();
+    layer.dataset.guard = id;
+    if (!p || track.points.length === 0) return;
+    const points = track.points.map((fix) => project(p, fix.lon, fix.lat).map((v) => v.toFixed(1)).join(","));
+    layer.append(svg("polyline", { points: points.join(" "), class: "track-line" }));
+    say("track of " + id + ": " + track.points.length + " of " + track.source_points + " fixes in the last hour");
+  } catch (error) {
+    say("track of " + id + " unavailable: " + error.message);
+  }
+}
+
+// labels never overlap: a label colliding with one already placed is hidden (guards in
+// violation first, then other guards, then fences); its name stays in the marker's tooltip
+function declutter() {
+  const labels = [...document.querySelectorAll("#guards .guard.violation text"),
+                  ...document.querySelectorAll("#guards .guard:not(.violation) text"),
+                  ...document.querySelectorAll("#fences text")];
+  const CELL = 64;
+  const placed = new Map(); // grid cell -> boxes placed in it
+  for (const label of labels) {
+    label.style.visibility = "";
+    const local = label.getBBox();
+    const m = label.getCTM && label.getCTM();
+    // into the map's coordinates: a guard's label sits in its marker's translated group
+    const box = m ? { x: m.a * local.x + m.e, y: m.d * local.y + m.f, w: m.a * local.width, h: m.d * local.height } :
+      { x: local.x, y: local.y, w: local.width, h: local.height };
+    const cells = [];
+    for (let cx = Math.floor(box.x / CELL); cx <= Math.floor((box.x + box.w) / CELL); cx++) {
+      for (let cy = Math.floor(box.y / CELL); cy <= Math.floor((box.y + box.h) / CELL); cy++) cells.push(cx + ":" + cy);
+    }
+    const hit = cells.some((cell) => (placed.get(cell) || []).some((o) =>
+      box.x < o.x + o.w && o.x < box.x + box.w && box.y < o.y + o.h && o.y < box.y + box.h));
+    if (hit) {
+      label.style.visibility = "hidden";
+      continue;
+    }
+    for (const cell of cells) {
+      if (!placed.has(cell)) placed.set(cell, []);
+      placed.get(cell).push(box);
+    }
+  }
 }
 
 function redrawMap() {
   state.projection = fitProjection();
   drawFences();
   for (const id of state.guards.keys()) drawGuard(id);
+  if ($("track").dataset.guard) drawTrack($("track").dataset.guard);
+  declutter();
 }
 
 async function loadFences() {
@@ -148,7 +221,9 @@ async function loadFences() {
 
 function onPosition(data) {
   const known = state.guards.get(data.device_id) || {};
-  Object.assign(known, { lat: data.lat, lon: data.lon, violation: data.violation, tenant: data.tenant });
+  if (known.ts && data.ts_ms < known.ts) return; // a late fix does not move the guard back
+  Object.assign(known, { lat: data.lat, lon: data.lon, violation: data.violation, tenant: data.tenant,
+                         ts: data.ts_ms });
   state.guards.set(data.device_id, known);
   if (outside(state.projection, data.lon, data.lat)) redrawMap();
   else drawGuard(data.device_id);
@@ -173,7 +248,12 @@ function element(tag, className, text) {
 function onAlert(schema, data) {
   if (state.alerts.has(data.event_id)) return;
   const geofence = schema === "guardstream.GeofenceEvent";
-  const item = element("li", "alert severity-" + (geofence ? "CRITICAL" : data.severity));
+  const lifeSafety = !geofence && LIFE_SAFETY.has(data.kind);
+  const item = element("li", "alert " + (geofence ? "routine" : "severity-" + data.severity) +
+                       (lifeSafety ? " life-safety" : ""));
+  // life-safety first, then by severity (routine fence events last), newest first within each
+  item.dataset.rank = String(lifeSafety ? 0 : geofence ? 9 : 1 + (SEVERITY_RANK[data.severity] ?? 4));
+  item.dataset.ts = String(data.ts_ms);
   item.dataset.alertId = data.event_id;
   item.dataset.tenant = data.tenant;
   const title = geofence ? "FENCE " + data.transition + " " + data.fence_id : data.kind + " · " + data.severity;
@@ -193,14 +273,47 @@ function onAlert(schema, data) {
     }
   }
   const list = $("alerts");
-  list.prepend(item);
+  const after = [...list.children].find((other) => Number(other.dataset.rank) > Number(item.dataset.rank) ||
+    (other.dataset.rank === item.dataset.rank && Number(other.dataset.ts) < data.ts_ms));
+  list.insertBefore(item, after || null);
   state.alerts.set(data.event_id, item);
+  if (lifeSafety) cue(item);
   while (list.children.length > MAX_ALERTS) {
     const last = list.lastElementChild;
     state.alerts.delete(last.dataset.alertId);
     last.remove();
   }
   $("alert-count").textContent = String(state.alerts.size);
+  const parked = state.parkedActions.get(data.event_id);
+  if (parked) {
+    state.parkedActions.delete(data.event_id);
+    onAlertStatus({ alert_event_id: parked.alert_event_id, status: STATUS_OF[parked.action] || parked.action,
+                    actor: parked.actor, note: parked.note, ts_ms: parked.ts_ms });
+  }
+}
+
+// a visible and an audible cue for a life-safety alert; the tone is generated here, nothing is loaded
+function cue(item) {
+  item.classList.add("fresh");
+  setTimeout(() => item.classList.remove("fresh"), 10000);
+  const AudioContext = window.AudioContext || window.webkitAudioContext;
+  if (!AudioContext) return;
+  try {
+    state.audio = state.audio || new AudioContext();
+    const now = state.audio.currentTime;
+    for (const [start, pitch] of [[0, 880], [0.25, 660], [0.5, 880]]) {
+      const tone = state.audio.createOscillator();
+      const gain = state.audio.createGain();
+      tone.frequency.value = pitch;
+      gain.gain.setValueAtTime(0.15, now + start);
+      gain.gain.exponentialRampToValueAtTime(0.001, now + start + 0.2);
+      tone.connect(gain).connect(state.audio.destination);
+      tone.start(now + start);
+      tone.stop(now + start + 0.2);
+    }
+  } catch (error) {
+    // a browser that allows no sound before a click keeps the visible cue
+  }
 }
 
 function act(alertId, action, item) {
@@ -220,9 +333,29 @@ function onAlertStatus(message) {
   status.className = "status status-" + message.status;
   item.dataset.status = message.status;
   item.title = message.status + " by " + message.actor + (message.note ? ": " + message.note : "");
+  let who = item.querySelector(".who");
+  if (!who) {
+    who = element("div", "meta who");
+    item.querySelector(".title").after(who);
+  }
+  who.textContent = message.status.toLowerCase().replace("_", " ") + " by " + message.actor +
+    (message.ts_ms ? " at " + new Date(message.ts_ms).toLocaleTimeString() : "");
   const done = message.status !== "ACKNOWLEDGED";
   for (const button of item.querySelectorAll("button")) {
     button.disabled = done || button.classList.contains("ack");
+  }
+}
+
+// one record of the present state the gateway sends before live events
+function onSnapshotItem(schema, item) {
+  if (schema === "guardstream.GuardPosition") onPosition(item);
+  else if (schema === "guardstream.AlertAction") state.parkedActions.set(item.alert_event_id, item);
+  else if (ALERT_SCHEMAS.has(schema)) {
+    onAlert(schema, item);
+    if (item.status && item.status !== "NEW") {
+      onAlertStatus({ alert_event_id: item.event_id, status: item.status, actor: item.status_by,
+                      note: item.status_note, ts_ms: item.status_ts_ms });
+    }
   }
 }
 
@@ -263,14 +396,27 @@ function onMessage(raw) {
     case "hello": {
       state.principal = { sub: message.sub, tenants: message.tenants, roles: message.roles };
       $("who").textContent = message.sub + " · " + (message.roles.join(", ") || "no role");
+      // a first connection (or a reload) starts from the present state; a reconnect resumes
       const resume = Object.keys(state.lastSeen).length ? { ...state.lastSeen } : undefined;
-      setConnection(resume ? "replaying" : "connected");
-      state.socket.send(JSON.stringify({ op: "subscribe", channels: channelsFor(state.principal), resume }));
+      setConnection("replaying");
+      const subscribe = { op: "subscribe", channels: channelsFor(state.principal) };
+      if (resume) subscribe.resume = resume;
+      else subscribe.snapshot = true;
+      state.awaitingSnapshot = !resume;
+      state.socket.send(JSON.stringify(subscribe));
       break;
     }
     case "subscribed":
-      for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
+      // after a snapshot, the resume position is snapshot_end's offsets, below these
+      if (!state.awaitingSnapshot) for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
       if (state.connection !== "replaying") setConnection("live");
+      break;
+    case "snapshot":
+      for (const item of message.items) onSnapshotItem(message.schema, item);
+      break;
+    case "snapshot_end":
+      state.awaitingSnapshot = false;
+      for (const [key, offset] of Object.entries(message.offsets)) noteOffset(key, offset);
       break;
     case "live":
       setConnection("live", message.replayed ? message.replayed + " replayed" : "");
@@ -290,6 +436,12 @@ function onMessage(raw) {
       break;
     case "error":
       say("error " + message.code + " " + message.reason + ": " + message.detail);
+      if (state.awaitingSnapshot && message.reason === "unavailable") {
+        // no database behind this gateway: live events only, from now
+        state.awaitingSnapshot = false;
+        setConnection("connected");
+        state.socket.send(JSON.stringify({ op: "subscribe", channels: channelsFor(state.principal) }));
+      }
       for (const item of state.alerts.values()) {
         if (!item.dataset.status) for (const button of item.querySelectorAll("button")) button.disabled = false;
       }
@@ -328,4 +480,6 @@ if (!token) {
   loadFences();
   connect();
   setInterval(showRates, 1000);
+  setInterval(() => { for (const [id, guard] of state.guards) markStale(id, guard); }, 15000);
+  setInterval(declutter, 2000); // guards move: place the labels again
 }

@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from guardstream.settings import Settings
+from guardstream.transport import KAFKA, component_settings
 
 if TYPE_CHECKING:
     from .collect import LagCollector
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 def cmd_lag_exporter(args: argparse.Namespace) -> int:
     from .exporter import run
-    return run(Settings.from_env())
+    return run(component_settings(KAFKA))
 
 
 def cmd_lag(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Handlers import their dependencies when they run, so building the parser stays c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -64,6 +65,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if bool(args.into) == bool(args.group):
         raise InputError("name one target: --into TOPIC, or --group G --reset-offsets", reason="bad_arguments")
     if args.group:
+        if args.create:
+            raise InputError("--create makes the --into topic; a group's offsets need no topic made",
+                             reason="bad_arguments")
         if not args.reset_offsets:
             raise InputError("--group moves a group's offsets: add --reset-offsets", reason="bad_arguments")
         if args.to:
@@ -92,6 +96,13 @@ def _copy(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     request = CopyRequest(args.topic, args.into, args.from_time, args.to, args.chunk_size, args.max_rate,
                           args.restart)
+    if args.create and not args.dry_run:
+        from guardstream.infra.topics import create_like
+        from .replay import refuse_target
+        refuse_target(args.topic, args.into)
+        created = create_like(settings, args.into, args.topic)
+        if created is not None:
+            print(f"replay: created {created.topic} like {args.topic}", file=sys.stderr)
     if args.dry_run:
         checkpoint, resumed = plan_copy(settings, request, _now_ms())
         _print_plan(checkpoint, resumed)
@@ -100,6 +111,9 @@ def _copy(args: argparse.Namespace) -> int:
     _stop_between_records(stopping)
     result = copy(settings, request, stopping)
     cp = result.checkpoint
+    if cp.extra.get("set_aside"):
+        print(f"replay {cp.id}: an earlier run's checkpoint was of topics recreated since; set aside, "
+              "the range is copied afresh", file=sys.stderr)
     if result.already_done:
         print(f"replay {cp.id}: already finished ({cp.copied} records copied into {cp.into}); "
               f"--restart copies the range again")
@@ -151,7 +165,10 @@ def _print_plan(cp: Checkpoint, resumed: bool) -> None:
 def cmd_health(args: argparse.Namespace) -> int:
     from .checks import exit_code, line
     from .health import all_checks, run
+    from guardstream.local_stack import no_stack_hint, nothing_configured, running_stack
     settings = Settings.from_env()
+    if nothing_configured(os.environ, running_stack(settings.state_dir.resolve())):
+        print(f"guardstream: {no_stack_hint(settings.state_dir)}; checking the defaults", file=sys.stderr)
     results = run(all_checks(settings, args.timeout), args.timeout)
     width = max(len(r.name) for r in results)
     console = None
@@ -199,6 +216,9 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     outcome = replay(settings, _codec(settings), _selection(args), dry_run=args.dry_run)
     verb = "would re-inject" if args.dry_run else "re-injected"
+    if outcome.set_aside:
+        print(f"dlq {args.stage}: the checkpoint {outcome.checkpoint} was of an earlier incarnation of the "
+              "dead-letter topic (recreated since); set aside")
     total = sum(outcome.sent.values())
     targets = ", ".join(f"{topic} {count}" for topic, count in sorted(outcome.sent.items()))
     print(f"dlq {args.stage}: {verb} {total} dead letter(s){': ' + targets if targets else ''}")
@@ -248,6 +268,8 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--to", metavar="TIME", help="copy records stamped before this (default: up to the end "
                                                       "as it is when the replay starts)")
     replay.add_argument("--into", metavar="TOPIC", help="copy into this topic (never the source)")
+    replay.add_argument("--create", action="store_true",
+                        help="create the --into topic shaped like the source (a catalog topic) when it is missing")
     replay.add_argument("--group", metavar="G", help="with --reset-offsets: the consumer group to move")
     replay.add_argument("--reset-offsets", action="store_true", help="move the group's offsets on --topic to --from")
     replay.add_argument("--dry-run", action="store_true", help="show what would be copied or moved, change nothing")

@@ -14,7 +14,12 @@ Re-injection puts a letter's original payload back where it came from:
   it, else rebuilt: ``msg.id`` from the source position, as the worker names a
   record without one, so a repeated re-injection keeps its event ids).
 
-Each re-injected record carries ``dlq.replayed_from`` = ``dlq topic/partition/offset``.
+Each re-injected record carries ``dlq.replayed_from`` = ``dlq topic/partition/offset``
+and a ``msg.id`` of its own derived from the letter (``dlq:`` + that position): the
+original id was seen by the worker's duplicate filter when the record was refused,
+so keeping it would drop the re-injected record as a repeat. Re-injecting the same
+letter twice (a crash inside a chunk) gives the same id, which the filter does drop.
+If the record is refused again, its new letter can be re-injected in turn.
 Letters already re-injected (the checkpoint of :class:`Replayed`) are not re-injected
 again, nor are two letters of one source record within one run.
 """
@@ -31,8 +36,11 @@ from .records import Record, readable
 from guardstream.timespec import iso
 
 REPLAYED_FROM = "dlq.replayed_from"
+MSG_ID = "msg.id"
 MQTT_STAGE = "bridge"
-STAGES = ("bridge", "commands", "validate", "sink")
+STAGES = ("bridge", "commands", "validate", "sink", "notify")
+# Their letters hold a notification that was never delivered, not a record to put back in a topic.
+NOT_REPLAYABLE = frozenset({"notify"})
 SUMMARY_COLUMNS = ["stage", "reason", "count", "first", "last"]
 LETTER_COLUMNS = ["dlq", "time", "stage", "reason", "source", "key", "detail", "payload"]
 PREVIEW_CHARS = 80
@@ -43,13 +51,13 @@ Headers = list[tuple[str, bytes | None]]
 def topic_of_stage(stage: str) -> str:
     """The dead-letter topic a stage writes to."""
     return {"bridge": TOPICS.dlq_bridge, "commands": TOPICS.dlq_bridge, "validate": TOPICS.dlq_validate,
-            "sink": TOPICS.dlq_sink}[stage].name
+            "sink": TOPICS.dlq_sink, "notify": TOPICS.dlq_notify}[stage].name
 
 
 def topics_for(stage: str | None) -> list[str]:
     if stage is not None:
         return [topic_of_stage(stage)]
-    return [TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name]
+    return [TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name, TOPICS.dlq_notify.name]
 
 
 @dataclass(frozen=True)
@@ -197,12 +205,27 @@ def reinjection(letter: Letter, originals: Mapping[tuple[str, int, int], Headers
         return Reinjection(letter, True, v["source_topic"], None, bytes(v["payload"]), kept + [tag])
     position = source_position(letter)
     original = originals.get(position) if position else None
-    if original is not None:
-        headers = [(k, val) for k, val in original if k != REPLAYED_FROM]
-    elif position is not None:
-        headers = [("msg.id", f"{position[0]}/{position[1]}/{position[2]}".encode())]
-    else:
-        headers = []
+    headers = [(k, val) for k, val in original or () if k not in (REPLAYED_FROM, MSG_ID)]
     key = v.get("key")
     return Reinjection(letter, False, v["source_topic"], bytes(key) if key is not None else None,
-                       bytes(v["payload"]), headers + [tag])
+                       bytes(v["payload"]), headers + [(MSG_ID, replayed_msg_id(letter)), tag])
+
+
+def replayed_msg_id(letter: Letter) -> bytes:
+    """The ``msg.id`` of a re-injected letter: new to the duplicate filter, the same on every attempt."""
+    return f"dlq:{letter.position}".encode()
+
+
+# -- checkpoints bound to the data they describe ----------------------------------------
+
+def binding_changed(saved: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint recorded against ``saved`` (cluster and topic ids) describes other data
+    than ``current``: a topic recreated under the same name (a restarted in-memory broker, a deleted
+    topic) starts its offsets again, and an old checkpoint would skip its new records. A checkpoint
+    written before bindings were recorded (``saved`` None) is taken as it is."""
+    if saved is None:
+        return False
+    if saved.get("cluster") != current.get("cluster"):
+        return True
+    saved_topics, current_topics = saved.get("topics") or {}, current.get("topics") or {}
+    return any(saved_topics.get(t) != current_topics.get(t) for t in set(saved_topics) | set(current_topics))

@@ -4,8 +4,9 @@ Reads the dead-letter topics from ``--since`` (or their beginning) to their exac
 ends, decodes each ``guardstream.DeadLetter`` and keeps those selected. ``replay``
 re-injects them as :mod:`.dead_letters` plans it, acknowledged in chunks, and
 records the dead letters it re-injected in
-``GUARDSTREAM_STATE_DIR/dlq-replay/<dlq topic>.json`` after each chunk, so a
-rerun re-injects only what is new (a crash inside a chunk may re-inject that
+``GUARDSTREAM_STATE_DIR/dlq-replay/<dlq topic>.json`` after each chunk, bound to the
+cluster and topic ids it read them from, so a rerun re-injects only what is new
+(and a checkpoint of a dead-letter topic since recreated is set aside, not used) (a crash inside a chunk may re-inject that
 chunk again; downstream stages drop repeated ``msg.id``/event ids).
 """
 
@@ -25,8 +26,9 @@ from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
 from guardstream.settings import Settings
 
-from .dead_letters import (MQTT_STAGE, Headers, Letter, Reinjection, Replayed, Skip, plan, selected, source_position,
-                           topics_for)
+from .dead_letters import (MQTT_STAGE, NOT_REPLAYABLE, Headers, Letter, Reinjection, Replayed, Skip, binding_changed,
+                           plan, selected,
+                           source_position, topics_for)
 from .state_files import load_json, save_json
 from .topic_reader import TopicReader
 
@@ -94,6 +96,7 @@ class ReplayOutcome:
     sent: Counter = field(default_factory=Counter)  # by target topic
     skipped: Counter = field(default_factory=Counter)  # by why
     checkpoint: Path | None = None
+    set_aside: bool = False  # the checkpoint was of an earlier incarnation of the topic: not used
 
 
 def checkpoint_path(settings: Settings, dlq_topic: str) -> Path:
@@ -103,13 +106,20 @@ def checkpoint_path(settings: Settings, dlq_topic: str) -> Path:
 def replay(settings: Settings, codec: Codec, selection: Selection, *, dry_run: bool = False) -> ReplayOutcome:
     if selection.stage is None:
         raise InputError("dlq replay needs --stage", reason="bad_stage")
+    if selection.stage in NOT_REPLAYABLE:
+        raise InputError(f"dlq replay: {selection.stage} letters are undelivered notifications, not records to put "
+                         "back; the notifications table holds them (status 'dead')", reason="bad_stage")
     dlq_topic = topics_for(selection.stage)[0]
     path = checkpoint_path(settings, dlq_topic)
-    replayed = Replayed.from_json(load_json(path))
+    with TopicReader(settings) as reader:
+        bound_to = reader.identity([dlq_topic])
+    doc = load_json(path)
+    set_aside = doc is not None and binding_changed(doc.get("bound_to"), bound_to)
+    replayed = Replayed() if set_aside else Replayed.from_json(doc)
     letters = list(read_letters(settings, codec, selection, Inspection()))
     originals = _original_headers(settings, [lt for lt in letters if (lt.at.topic, lt.at.partition, lt.at.offset)
                                              not in replayed])
-    outcome = ReplayOutcome(plan(letters, replayed, originals), checkpoint=path)
+    outcome = ReplayOutcome(plan(letters, replayed, originals), checkpoint=path, set_aside=set_aside)
     for step in outcome.planned:
         if isinstance(step, Skip):
             outcome.skipped[step.why] += 1
@@ -131,7 +141,7 @@ def replay(settings: Settings, codec: Codec, selection: Selection, *, dry_run: b
             for step in chunk:
                 replayed.add(step.letter.at.topic, step.letter.at.partition, step.letter.at.offset)
                 outcome.sent[step.topic] += 1
-            save_json(path, replayed.to_json())
+            save_json(path, {**replayed.to_json(), "bound_to": bound_to})
     finally:
         if sender is not None:
             sender.close()

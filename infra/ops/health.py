@@ -26,7 +26,7 @@ TIMEOUT_S = 2.5
 
 
 def all_checks(settings: Settings, timeout_s: float = TIMEOUT_S) -> list[Check]:
-    from guardstream.infra.stack import STACK_FILE
+    from guardstream.local_stack import STACK_FILE, pid_alive
     checks = [Check("kafka", lambda: kafka(settings, timeout_s)),
               Check("mqtt", lambda: mqtt(settings, timeout_s)),
               Check("postgres", lambda: postgres(settings, timeout_s)),
@@ -35,7 +35,7 @@ def all_checks(settings: Settings, timeout_s: float = TIMEOUT_S) -> list[Check]:
         stack = load_json(settings.state_dir / STACK_FILE)
     except GuardstreamError:
         stack = None  # an unreadable file of a stack long gone checks nothing
-    for name, url in component_checks(parse_endpoints(settings.health_endpoints), stack_endpoints(stack, _alive)):
+    for name, url in component_checks(parse_endpoints(settings.health_endpoints), stack_endpoints(stack, pid_alive)):
         checks.append(Check(name, lambda url=url: readyz(url, timeout_s)))
     return checks
 
@@ -64,16 +64,6 @@ def _timed(check: Check) -> CheckResult:
     except GuardstreamError as exc:
         detail, ok = exc.detail, False
     return CheckResult(check.name, ok, detail, time.monotonic() - started)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the checks ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from guardstream.errors import InputError, UnavailableError
 from guardstream.kafka import admin_config, error_code, produce, producer_config
 from guardstream.settings import Settings
 
+from .dead_letters import binding_changed
 from .progress import progress_for
 from .records import Record
 from .replay_plan import (REPLAY_ID, REPLAY_SOURCE, Checkpoint, already_copied, copy_headers,
@@ -86,10 +87,19 @@ def plan_copy(settings: Settings, request: CopyRequest, now_ms: int) -> tuple[Ch
     refuse_target(request.topic, request.into)
     path = checkpoint_path(settings, request.id)
     doc = None if request.restart else load_json(path)
-    if doc is not None:
-        return Checkpoint.from_json(doc), True
     with TopicReader(settings) as reader:
-        return _fresh(reader, request, now_ms), False
+        bound_to = reader.identity([request.topic, request.into])
+        if doc is not None:
+            earlier = Checkpoint.from_json(doc)
+            if not binding_changed(earlier.extra.get("bound_to"), bound_to):
+                return earlier, True
+        fresh = _fresh(reader, request, now_ms)
+    fresh.extra["bound_to"] = bound_to
+    if doc is not None:
+        # the source or the destination was recreated since (a restarted in-memory broker): the
+        # earlier run's offsets describe records that are gone, so they are not resumed from
+        fresh.extra["set_aside"] = str(path)
+    return fresh, False
 
 
 def _fresh(reader: TopicReader, request: CopyRequest, now_ms: int) -> Checkpoint:

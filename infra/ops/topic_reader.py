@@ -69,6 +69,29 @@ class TopicReader:
             raise InputError(f"no topic {topic!r} on the cluster", reason="unknown_topic")
         return sorted(found.partitions)
 
+    def identity(self, topics: Iterable[str]) -> dict[str, object]:
+        """``{"cluster": id, "topics": {topic: topic id}}``: what a checkpoint is bound to. A topic
+        that does not exist, or a broker that reports no topic ids, gives None for that topic."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        from guardstream.kafka import admin_config
+        names = sorted(set(topics))
+        try:
+            metadata = self._consumer.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise UnavailableError(f"Kafka unreachable: {error_text(exc)}") from exc
+        ids: dict[str, str | None] = {name: None for name in names}
+        existing = [name for name in names if name in metadata.topics and metadata.topics[name].error is None]
+        if existing:
+            admin = AdminClient(admin_config(self._settings, "guardstream-ops"))
+            for name, future in admin.describe_topics(TopicCollection(existing)).items():
+                try:
+                    ids[name] = str(future.result(timeout=self._timeout_s).topic_id)
+                except (KafkaException, TimeoutError):
+                    ids[name] = None
+        return {"cluster": metadata.cluster_id, "topics": ids}
+
     def ends(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
         """{partition: (oldest offset, exact end offset)}."""
         probed = probe_end_offsets(self._settings, [(topic, p) for p in partitions], self._timeout_s)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from guardstream.catalog import TOPICS
-from guardstream.connectors.mapping import DEFAULT_RULES, Rule, load_rules, match
+from guardstream.connectors.mapping import DEFAULT_RULES, Rule, load_rules, match, subscription_filters
 from guardstream.errors import ConfigError, InputError
 
 
@@ -13,6 +13,13 @@ from guardstream.errors import ConfigError, InputError
     ("alert/panic/g-17", TOPICS.raw_alert.name, "g-17"),
     ("system/bridge-1/health", TOPICS.raw_system.name, "bridge-1"),
     ("device/AA:BB:CC:DD/telemetry", TOPICS.raw_device.name, "AA:BB:CC:DD"),
+    # the older fleet's sub-topics
+    ("device/123/status", TOPICS.raw_device.name, "123"),
+    ("device/123/heartbeat", TOPICS.raw_device.name, "123"),
+    ("guard/123/location", TOPICS.raw_guard.name, "123"),
+    ("device/123/online", TOPICS.raw_system.name, "123"),
+    ("device/123/offline", TOPICS.raw_system.name, "123"),
+    ("guard/123/offline", TOPICS.raw_system.name, "123"),
 ])
 def test_default_mapping(topic, kafka_topic, key):
     found = match(DEFAULT_RULES, topic)
@@ -35,9 +42,9 @@ def test_default_mapping(topic, kafka_topic, key):
     ("device/x;DROP TABLE/telemetry", "bad_topic_id"),
     ("device/x y/telemetry", "bad_topic_id"),
     ("device/é/telemetry", "bad_topic_id"),
-    ("device/x/telemetry/extra", "unmapped_topic"),
-    ("device/x/status", "unmapped_topic"),
     ("other/x/gps", "unmapped_topic"),
+    ("device", "unmapped_topic"),
+    ("devices/x/telemetry", "unmapped_topic"),
 ])
 def test_refusals_have_reasons(topic, reason):
     with pytest.raises(InputError) as info:
@@ -57,9 +64,44 @@ def test_any_topic_is_mapped_safely_or_refused(topic):
 
 
 def test_subscription_filters_and_qos():
-    filters = {r.mqtt_filter: r.subscribe_qos for r in DEFAULT_RULES}
-    assert filters == {"device/+/telemetry": 1, "guard/+/gps": 1, "sensor/+/+": 1, "alert/+/+": 1,
-                       "system/+/health": 0}
+    # one filter per whitelisted prefix: a broker may deliver a message once per matching subscription
+    assert dict(subscription_filters(DEFAULT_RULES)) == {"device/+/#": 1, "guard/+/#": 1, "sensor/+/#": 1,
+                                                         "alert/#": 1, "system/+/#": 0}
+    specific = tuple(r for r in DEFAULT_RULES if not r.is_catch_all and r.prefix in ("device", "system"))
+    assert dict(subscription_filters(specific)) == {
+        "device/+/telemetry": 1, "device/+/status": 1, "device/+/heartbeat": 1, "device/+/online": 1,
+        "device/+/offline": 1, "system/+/health": 0}
+
+
+@pytest.mark.parametrize("topic, kafka_topic, key, pattern", [
+    ("device/123/battery", TOPICS.raw_device.name, "123", "device/{device_id}/#"),
+    ("device/123", TOPICS.raw_device.name, "123", "device/{device_id}/#"),
+    ("guard/g-1/gps/raw", TOPICS.raw_guard.name, "g-1", "guard/{guard_id}/#"),
+    ("sensor/s-1/door/left", TOPICS.raw_sensor.name, "s-1", "sensor/{sensor_id}/#"),
+    ("alert/panic/123/button", TOPICS.raw_alert.name, "123", "alert/{kind}/{device_id}/#"),
+    ("alert/panic", TOPICS.raw_alert.name, "", "alert/#"),
+    ("system/x/ping", TOPICS.raw_system.name, "x", "system/{component}/#"),
+])
+def test_every_topic_under_a_whitelisted_prefix_has_a_path(topic, kafka_topic, key, pattern):
+    found = match(DEFAULT_RULES, topic)
+    assert (found.rule.kafka_topic, found.key, found.rule.pattern) == (kafka_topic, key, pattern)
+    assert found.rule.is_catch_all and not found.own
+
+
+def test_the_command_topic_is_our_own_and_never_forwarded():
+    found = match(DEFAULT_RULES, "device/123/cmd")
+    assert found.own
+    assert not match(DEFAULT_RULES, "device/123/cmd/ack").own
+
+
+def test_a_catch_all_rule_in_a_rules_file(tmp_path):
+    path = tmp_path / "rules.toml"
+    path.write_text('[[rule]]\npattern = "fleet/{device_id}/pos"\ntopic = "raw.guard"\nkey = "device_id"\n'
+                    '[[rule]]\npattern = "fleet/#"\ntopic = "raw.device"\nkey = ""\n')
+    rules = load_rules(path)
+    assert match(rules, "fleet/g-1/pos").rule.kafka_topic == TOPICS.raw_guard.name
+    assert match(rules, "fleet/g-1/other/x").rule.kafka_topic == TOPICS.raw_device.name
+    assert dict(subscription_filters(rules)) == {"fleet/#": 1}
 
 
 def test_rules_file(tmp_path):
@@ -74,6 +116,8 @@ def test_rules_file(tmp_path):
     ('[[rule]]\npattern = "a/{id}"\ntopic = "events.high"\nkey = "id"\n', "is not a raw topic"),
     ('[[rule]]\npattern = "a/{id}"\ntopic = "raw.guard"\nkey = "other"\n', "is not one of its"),
     ('[[rule]]\npattern = "a/+/{id}"\ntopic = "raw.guard"\nkey = "id"\n', "segments must be"),
+    ('[[rule]]\npattern = "a/#/{id}"\ntopic = "raw.guard"\nkey = "id"\n', "segments must be"),
+    ('[[rule]]\npattern = "a/{id}"\ntopic = "raw.guard"\nkey = ""\n', "is not one of its"),
     ('[[rule]]\npattern = "a/{id}"\n', "'topic'"),
     ('not toml at all [', "GUARDSTREAM_BRIDGE_RULES"),
 ])

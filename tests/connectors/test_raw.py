@@ -1,6 +1,6 @@
 from guardstream.catalog import TOPICS
 from guardstream.connectors.mapping import DEFAULT_RULES
-from guardstream.connectors.raw import Divert, Forward, Incoming, decide, message_id
+from guardstream.connectors.raw import Divert, Forward, Incoming, Skip, decide, message_id
 
 
 def _msg(topic="guard/g-1/gps", payload=b'{"lat": 1}', **kw):
@@ -46,3 +46,29 @@ def test_alerts_get_a_lane_of_their_own():
     assert TOPICS.raw_alert.name not in by_lane["main"] and len(by_lane["main"]) == 4
     assert [name for name, _ in lanes(tuple(r for r in DEFAULT_RULES
                                             if r.kafka_topic != TOPICS.raw_alert.name))] == ["main"]
+
+
+def test_a_topic_no_rule_names_is_forwarded_with_its_catch_all_rule_in_a_header():
+    out = decide(_msg(topic="device/123/battery"), DEFAULT_RULES, "b1", 1024)
+    assert isinstance(out, Forward) and (out.kafka_topic, out.key) == (TOPICS.raw_device.name, b"123")
+    headers = dict(out.headers)
+    assert headers["mqtt.topic"] == b"device/123/battery"
+    assert headers["bridge.catch_all"] == b"device/{device_id}/#"
+    assert "bridge.catch_all" not in dict(decide(_msg(), DEFAULT_RULES, "b1", 1024).headers)
+
+
+def test_the_command_topic_is_skipped_not_refused():
+    assert decide(_msg(topic="device/123/cmd"), DEFAULT_RULES, "b1", 1024) == Skip("device")
+
+
+def test_user_properties_stop_at_the_count_or_the_byte_limit():
+    from guardstream.connectors.raw import PropertyLimits, user_property_headers
+    props = tuple((f"p{i}", "v" * 10) for i in range(10))  # each header: "mqtt.user.pN" (12) + 10 bytes
+    assert user_property_headers(props, PropertyLimits(count=3, bytes=10_000)) == (
+        [(f"mqtt.user.p{i}", b"v" * 10) for i in range(3)], 7)
+    assert user_property_headers(props, PropertyLimits(count=100, bytes=44)) == (
+        [(f"mqtt.user.p{i}", b"v" * 10) for i in range(2)], 8)
+    assert user_property_headers(props, PropertyLimits(count=0, bytes=0)) == ([], 10)
+    assert user_property_headers(props, PropertyLimits()) == ([(f"mqtt.user.p{i}", b"v" * 10) for i in range(10)], 0)
+    out = decide(_msg(user_properties=props), DEFAULT_RULES, "b1", 1024, PropertyLimits(count=1))
+    assert out.dropped_properties == 9

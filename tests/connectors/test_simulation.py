@@ -16,7 +16,7 @@ from support.processes import collect
 
 from guardstream.catalog import TOPICS
 from guardstream.cli import main
-from guardstream.connectors.mapping import DEFAULT_RULES, match
+from guardstream.connectors.mapping import DEFAULT_RULES, match, subscription_filters
 from guardstream.connectors.mqtt import endpoint
 from guardstream.connectors.simulation import MALFORMED_REASONS, Fleet, Route, demo_fence_records
 from guardstream.connectors.simulator import import_demo_fences, load_demo_fences
@@ -208,7 +208,7 @@ def test_simulate_publishes_at_the_rate_to_a_real_broker(settings, unique):
     sub.on_subscribe = lambda *args: subscribed.set()
     sub.on_message = lambda client, userdata, msg: received.append((msg.topic, msg.payload)) \
         if f"t{unique}" in msg.topic else None
-    sub.on_connect = lambda client, *args: client.subscribe([(rule.mqtt_filter, 1) for rule in DEFAULT_RULES])
+    sub.on_connect = lambda client, *args: client.subscribe([(f, 1) for f, _ in subscription_filters(DEFAULT_RULES)])
     sub.connect(ep.host, ep.port)
     sub.loop_start()
     try:

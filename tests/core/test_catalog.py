@@ -41,7 +41,7 @@ def test_no_topic_name_is_spelled_outside_the_catalog():
     names = "|".join(re.escape(t.name) for t in TOPICS.all())
     literal = re.compile(rf"""["']({names})["']""")
     offenders = []
-    for folder in ("guardstream", "streams", "connectors", "sinks", "gateway", "infra", "schemas"):
+    for folder in ("guardstream", "streams", "connectors", "sinks", "gateway", "notifier", "infra", "schemas"):
         for path in (ROOT / folder).rglob("*.py"):
             if path.name == "catalog.py":
                 continue

@@ -124,3 +124,18 @@ def test_readme_documents_every_variable():
 ])
 def test_masked_url_shows_everything_but_the_password(url, shown):
     assert masked_url(url) == shown
+
+
+@pytest.mark.parametrize(("env", "policy"), [
+    ({}, "dead_letter"),
+    ({"GUARDSTREAM_PROFILE": "embedded"}, "default_tenant"),
+    ({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_UNKNOWN_DEVICES": "dead_letter"}, "dead_letter"),
+    ({"GUARDSTREAM_UNKNOWN_DEVICES": "Default_Tenant"}, "default_tenant"),
+])
+def test_unknown_devices_are_dead_letters_in_production_and_keep_the_old_tenant_rule_embedded(env, policy):
+    assert Settings.from_env(env).unknown_device_policy == policy
+
+
+def test_a_bad_unknown_devices_rule_names_its_variable():
+    with pytest.raises(ConfigError, match="GUARDSTREAM_UNKNOWN_DEVICES: must be one of dead_letter, default_tenant"):
+        Settings.from_env({"GUARDSTREAM_UNKNOWN_DEVICES": "accept"})

@@ -58,8 +58,9 @@ def start_gateway(settings: Settings, log: Path, **env: str) -> GatewayProcess:
 
 
 def token(sub: str = "alice", tenants: Iterable[str] = ("acme",), roles: Iterable[str] = ("operator",),
-          ttl_s: float = 3600, secret: str = SECRET, audience: str = AUDIENCE, now: float | None = None) -> str:
-    return issue(secret, sub, tenants, roles, audience, time.time() if now is None else now, ttl_s)
+          ttl_s: float = 3600, secret: str = SECRET, audience: str = AUDIENCE, now: float | None = None,
+          issuer: str | None = None) -> str:
+    return issue(secret, sub, tenants, roles, audience, time.time() if now is None else now, ttl_s, issuer)
 
 
 # -- records -------------------------------------------------------------------------------

@@ -225,4 +225,14 @@ def test_the_gateway_settings_make_the_keys_strict(tmp_path) -> None:
                                   "GUARDSTREAM_JWT_MAX_LIFETIME_S": "3600", "GUARDSTREAM_STATE_DIR": str(tmp_path)})
     keys = verification_keys(settings)
     assert (keys.issuer, keys.max_lifetime_s) == ("https://idp.example", 3600)
-    assert verification_keys(Settings.from_env({"GUARDSTREAM_JWT_SECRET": SECRET})).max_lifetime_s == 86400
+    assert verification_keys(Settings.from_env({"GUARDSTREAM_JWT_SECRET": SECRET, "GUARDSTREAM_JWT_ISSUER": "i"})
+                             ).max_lifetime_s == 86400
+
+
+def test_production_requires_an_issuer_and_the_embedded_profile_does_not(tmp_path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        verification_keys(Settings.from_env({"GUARDSTREAM_JWT_SECRET": SECRET}))
+    assert missing.value.setting == "GUARDSTREAM_JWT_ISSUER" and "production" in missing.value.detail
+    embedded = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_JWT_SECRET": SECRET,
+                                  "GUARDSTREAM_STATE_DIR": str(tmp_path)})
+    assert verification_keys(embedded).issuer is None

@@ -5,6 +5,8 @@
 2. The whole way: an MQTT panic publish goes bridge -> worker -> events.critical -> gateway
    -> page; Acknowledge in the page goes gateway -> alerts.actions -> sink, and the alert's
    row in PostgreSQL reads ACKNOWLEDGED.
+3. Three alerts survive a reload (the snapshot on subscribe); an acknowledgement on a second
+   screen reaches the first, and a reload still shows who acknowledged.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from gateway_support import CODEC, alert, position, produce, token
+from gateway_support import CODEC, alert, position, produce, start_gateway, token
 from support.processes import collect, publisher
 
 from guardstream.catalog import TOPICS
@@ -80,6 +82,11 @@ def test_an_alert_appears_and_acknowledge_reaches_kafka_and_the_page(page, gatew
     expect(item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
 
 
+def guard_fixes(database_url: str, tenant: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM guard_positions WHERE tenant = %s", (tenant,)).fetchone()[0]
+
+
 def alert_status(database_url: str, alert_id: str) -> str | None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT status FROM device_alerts WHERE event_id = %s", (alert_id,)).fetchone()
@@ -116,3 +123,69 @@ def test_mqtt_panic_to_dashboard_acknowledge_to_postgresql(page, gateway, applie
     wait_until(lambda: alert_status(database_url, alert_id) == "ACKNOWLEDGED", 60, "the row acknowledged")
     mqtt.loop_stop()
     mqtt.disconnect()
+
+
+def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, browser, applied, run_component,
+                                                                       database_url, unique, tmp_path) -> None:
+    """Three alerts survive a reload (from the snapshot); one acknowledged on a second screen
+    changes on the first, and after another reload the page still says who acknowledged."""
+    from playwright.sync_api import expect
+
+    tenant = f"reload{unique}"
+    migrate(database_url)
+    run_component(["sink"], applied.replace(database_url=database_url), GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
+    gateway = start_gateway(applied, tmp_path / "gateway.log", DATABASE_URL=database_url)
+    try:
+        base = int(time.time() * 1000) - 10_000
+        alerts = [alert(tenant, f"guard-{n}") | {"ts_ms": base + n * 1000} for n in range(3)]
+        produce(applied, TOPICS.events_critical.name, "guardstream.DeviceAlert", alerts)
+        wait_until(lambda: all(alert_status(database_url, a["event_id"]) == "NEW" for a in alerts), 60,
+                   "the three alerts in PostgreSQL")
+        items = page.locator(f"#alerts li[data-tenant='{tenant}']")
+        open_dashboard(page, gateway, tenant)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        # panics stand apart, newest first
+        expect(page.locator(f"#alerts li.life-safety[data-tenant='{tenant}']")).to_have_count(3)
+        assert items.evaluate_all("els => els.map(e => e.dataset.alertId)") == [a["event_id"] for a in alerts[::-1]]
+
+        second = browser.new_context()
+        try:
+            other = second.new_page()
+            open_dashboard(other, gateway, tenant)
+            target = alerts[1]["event_id"]
+            other.locator(f"#alerts li[data-alert-id='{target}'] button.ack").click()
+            first_item = page.locator(f"#alerts li[data-alert-id='{target}']")
+            expect(first_item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+        finally:
+            second.close()
+        wait_until(lambda: alert_status(database_url, target) == "ACKNOWLEDGED", 60, "the acknowledgement's row")
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        expect(first_item.locator(".status")).to_have_text("ACKNOWLEDGED", timeout=WAIT_MS)
+        expect(first_item.locator(".who")).to_contain_text("by op-web", timeout=WAIT_MS)
+
+        # a guard known only from the snapshot is on the map; a click draws its last hour
+        fixes = [position(tenant, "guard-0", n) for n in range(5)]
+        produce(applied, TOPICS.events_high.name, "guardstream.GuardPosition", fixes)
+        wait_until(lambda: guard_fixes(database_url, tenant) == 5, 60, "the fixes in PostgreSQL")
+        page.reload()
+        page.wait_for_selector("#connection[data-state='live']", timeout=WAIT_MS)
+        page.locator("#guards g[data-guard='guard-0']").click()
+        expect(page.locator("#track polyline")).to_have_count(1, timeout=WAIT_MS)
+        assert len(page.locator("#track polyline").get_attribute("points").split()) >= 2
+
+        # two guards on the same spot: one label shows, the other is hidden
+        produce(applied, TOPICS.events_high.name, "guardstream.GuardPosition",
+                [fixes[-1] | {"event_id": f"{tenant}-twin", "device_id": "guard-1"}])
+        wait_until(lambda: guard_fixes(database_url, tenant) == 6, 60, "the twin's fix in PostgreSQL")
+        page.reload()
+        page.wait_for_selector("#guards g[data-guard='guard-1']", timeout=WAIT_MS)
+        shown = "els => els.filter(e => getComputedStyle(e).visibility !== 'hidden').length"
+        page.wait_for_function(f"() => ({shown})([...document.querySelectorAll('#guards text')]) === 1",
+                               timeout=WAIT_MS)
+    finally:
+        gateway.stop()

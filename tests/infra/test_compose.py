@@ -1,6 +1,7 @@
 """infra/compose.yml and the Dockerfile, checked statically (Docker does not run in CI)."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def test_guardstream_services_are_built_from_the_dockerfile_at_the_root():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
     assert re.search(r"^RUN pip install \.", dockerfile, re.M)
-    for folder in ("guardstream", "connectors", "gateway", "infra", "schemas", "sinks", "streams"):
+    folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    assert {"guardstream", "connectors", "gateway", "infra", "notifier", "schemas", "sinks", "streams"} <= folders
+    for folder in folders:
         assert f"COPY {folder} ./{folder}" in dockerfile  # every folder pyproject.toml maps to a package
 
 

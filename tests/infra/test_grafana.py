@@ -59,6 +59,7 @@ def exported_names() -> set[str]:
     from guardstream.gateway.metrics import GatewayMetrics
     from guardstream.infra.lag.burrow import Status
     from guardstream.infra.lag.metrics import LagMetrics
+    from guardstream.notifier.metrics import NotifierMetrics
     from guardstream.infra.lag.snapshot import PartitionLag, Snapshot
     from guardstream.sinks.metrics import SinkMetrics
     from guardstream.streams.metrics import WorkerMetrics
@@ -67,7 +68,8 @@ def exported_names() -> set[str]:
     row = PartitionLag("g", "t", 0, 1, 5, 4, 2.0, Status.OK, 1)
     lag.snapshot.publish(Snapshot(90.0, 10, {("t", 0): (0, 5)}, (row,), {"g": Status.OK}))
     registries = [BridgeMetrics.create().registry, CommandMetrics.create().registry, WorkerMetrics.create().registry,
-                  SinkMetrics.create().registry, GatewayMetrics.create().registry, lag.registry]
+                  SinkMetrics.create().registry, GatewayMetrics.create().registry, NotifierMetrics.create().registry,
+                  lag.registry]
     names = set()
     for registry in registries:
         for family in registry.collect():

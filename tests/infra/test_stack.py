@@ -4,15 +4,18 @@ import os
 import re
 import socket
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from guardstream.infra.stack import wait_until
+
+from support.up_runs import clean_env as _clean_env
+from support.up_runs import ctrl_c as _ctrl_c
+from support.up_runs import second_shell as _second_shell
+from support.up_runs import start_up as _up
+from support.up_runs import wait_banner as _wait_banner
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +42,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _addresses(output):
+    return {"kafka": re.search(r"kafka +127\.0\.0\.1:(\d+) ", output).group(1),
+            "mqtt": re.search(r"mqtt +mqtt://127\.0\.0\.1:(\d+) ", output).group(1),
+            "dashboard": re.search(r"http://127\.0\.0\.1:(\d+)/\?token=", output).group(1)}
+
+
 def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MQTT_URL", "DATABASE_URL") and not k.startswith("GUARDSTREAM_")}
-    env["GUARDSTREAM_STATE_DIR"] = str(tmp_path / "state")
+    env = _clean_env(GUARDSTREAM_STATE_DIR=str(tmp_path / "state"))
     # hold the dashboard's default port: up must pick another and print it
     holder = socket.socket()
     try:
@@ -51,11 +58,7 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
     except OSError:
         pass  # something else has it already, which serves the same purpose
     started = time.monotonic()
-    # a process group of its own, so the test can press Ctrl-C as a terminal does: SIGINT to the group
-    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "up"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, cwd=tmp_path, process_group=0)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    process, lines = _up(env, tmp_path)
     try:
         wait_until(lambda: any("guardstream is up;" in line for line in lines) or process.poll() is not None,
                    60, "guardstream up")
@@ -83,3 +86,35 @@ def test_up_is_ready_quickly_and_ctrl_c_leaves_nothing_running(tmp_path):
     # the components stopped while Kafka was still there: none of them saw it go away
     stopping = output.split("up | stopping", 1)[-1]
     assert "Kafka unreachable" not in stopping and "Connection refused" not in stopping, output
+
+
+def test_a_second_shell_finds_the_stack_and_a_restart_keeps_its_addresses(tmp_path):
+    """Commands run beside `up` (same working directory, none of its variables) talk to the stack, not
+    to the defaults; after a stop and a start, Kafka, MQTT and the dashboard are where they were."""
+    process, lines = _up(_clean_env(), tmp_path)
+    try:
+        _wait_banner(process, lines)
+        first = _addresses("".join(lines))
+        # the banner comes once every component answers /readyz: health finds them all ready
+        health = _second_shell(["health"], tmp_path)
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert "using the local stack of `guardstream up`" in health.stderr
+        for name in ("kafka", "mqtt", "postgres", "worker", "sink", "gateway", "bridge"):
+            assert any(line.startswith(f"OK   {name}") for line in health.stdout.splitlines()), health.stdout
+        assert f"127.0.0.1:{first['mqtt']}" in health.stdout
+        applied = _second_shell(["topics", "apply"], tmp_path)
+        assert applied.returncode == 0 and "drift" not in applied.stdout, applied.stdout + applied.stderr
+        exports = _second_shell(["env"], tmp_path).stdout
+        assert f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{first['kafka']}" in exports
+        assert f"export MQTT_URL=mqtt://127.0.0.1:{first['mqtt']}" in exports
+    finally:
+        _ctrl_c(process, lines)
+    assert not (tmp_path / ".state" / "stack.json").exists()
+    assert _second_shell(["env"], tmp_path).returncode == 1  # stopped: nothing to find any more
+
+    process, lines = _up(_clean_env(), tmp_path)
+    try:
+        _wait_banner(process, lines)
+        assert _addresses("".join(lines)) == first
+    finally:
+        _ctrl_c(process, lines)

@@ -1,10 +1,12 @@
 import io
 import os
 import sys
+import threading
 import time
 
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS
 from guardstream.infra.stack import wait_until
+from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
 from guardstream.infra.supervisor import SERVERS, Backoff, ChildSpec, Supervisor
 
 
@@ -119,3 +121,57 @@ def test_a_withheld_variable_reaches_no_child_whether_ours_or_its_own(tmp_path, 
 
 def test_only_a_component_that_verifies_tokens_is_given_the_token_secret():
     assert [c.name for c in COMPONENTS if c.verifies_tokens] == ["gateway"]
+
+
+def test_a_child_with_a_log_file_writes_there_and_not_to_the_console(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out, backoff=Backoff(base_s=0.05, cap_s=0.1))
+    log = tmp_path / "logs" / "server.log"
+    supervisor.start(ChildSpec("server", [sys.executable, "-c", "print('\\x1b[31mERROR\\x1b[0m noisy'); "
+                                                            "raise SystemExit(4)"], log_file=log))
+    wait_until(lambda: supervisor.tick() or "exited with code 4" in out.getvalue(), 20, "the child to exit")
+    supervisor.stop()
+    wait_until(lambda: log.exists() and "noisy" in log.read_text(), 10, "the log file")
+    assert "noisy" not in out.getvalue()
+    assert "    server | exited with code 4; restarting in" in out.getvalue()
+
+
+def test_an_action_follows_each_restart_of_its_child(tmp_path):
+    supervisor = Supervisor(out=io.StringIO(), backoff=Backoff(base_s=0.05, cap_s=0.1))
+    supervisor.start(ChildSpec("broker", [sys.executable, "-c", "import sys; sys.exit(1)"]))
+    followed = []
+    supervisor.after_restart("broker", lambda: followed.append(1))
+    wait_until(lambda: supervisor.tick() or len(followed) >= 2, 20, "two restarts followed")
+    supervisor.stop()
+
+
+def test_restart_layer_stops_that_layer_only_and_tick_starts_it_again(tmp_path):
+    out = io.StringIO()
+    supervisor = Supervisor(out=out, backoff=Backoff(base_s=0.05, cap_s=0.1))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    server = supervisor.start(ChildSpec("server", sleeper, layer=SERVERS))
+    component = supervisor.start(ChildSpec("component", sleeper))
+    supervisor.restart_layer(COMPONENTS_LAYER)
+    assert component.poll() is not None and server.poll() is None
+    wait_until(lambda: supervisor.tick() or len(supervisor.pids()) == 2 and component.pid not in supervisor.pids()
+               and all(_alive(pid) for pid in supervisor.pids()), 20, "the component started again")
+    assert server.pid in supervisor.pids()
+    supervisor.stop()
+
+
+def test_a_held_layer_stops_when_its_server_dies_and_starts_after_the_action(tmp_path):
+    supervisor = Supervisor(out=io.StringIO(), backoff=Backoff(base_s=0.05, cap_s=0.1))
+    marker = tmp_path / "server-ran"
+    server_script = f"import pathlib,sys,time; p=pathlib.Path({str(marker)!r}); first=not p.exists(); " \
+                    "p.write_text('x'); sys.exit(1) if first else time.sleep(60)"
+    supervisor.start(ChildSpec("server", [sys.executable, "-c", server_script], layer=SERVERS))
+    component = supervisor.start(ChildSpec("component", [sys.executable, "-c", "import time; time.sleep(60)"]))
+    release = threading.Event()
+    supervisor.after_restart("server", release.wait, hold=COMPONENTS_LAYER)
+    wait_until(lambda: supervisor.tick() or component.poll() is not None, 20, "the component stopped")
+    for _ in range(5):
+        supervisor.tick()
+    assert component.pid in supervisor.pids()  # held: not started again while the action runs
+    release.set()
+    wait_until(lambda: supervisor.tick() or component.pid not in supervisor.pids(), 20, "the component again")
+    supervisor.stop()

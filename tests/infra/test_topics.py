@@ -81,3 +81,14 @@ def test_end_offsets_are_exact_with_multi_record_batches(settings, unique):
 def test_describe_marks_missing_topics(settings, unique):
     status = topics.describe(settings, (_topic(f"missing.{unique}"),))
     assert status[0].partitions is None
+
+
+def test_the_embedded_profile_means_one_replica_for_every_command():
+    topic = TOPICS.all()[0]
+    assert topic.replication_factor == 3
+    embedded = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded"})
+    assert topics.replication_factor(embedded, topic, brokers=1) == 1
+    production = Settings.from_env({})
+    assert topics.replication_factor(production, topic, brokers=3) == 3
+    explicit = Settings.from_env({"GUARDSTREAM_PROFILE": "embedded", "GUARDSTREAM_REPLICATION_FACTOR": "2"})
+    assert topics.replication_factor(explicit, topic, brokers=2) == 2

@@ -47,3 +47,28 @@ def test_a_bridge_dead_letter_names_the_mqtt_topic_and_no_kafka_position():
         "__connect.errors.topic", "__connect.errors.stage", "__connect.errors.exception.class.name",
         "__connect.errors.exception.message"]
     assert fastavro.validation.validate(record, fastavro.parse_schema(current_contracts()[DEAD_LETTER].schema))
+
+
+def test_a_payload_too_long_for_a_dead_letter_is_cut_with_its_length_and_hash_recorded():
+    import hashlib
+    from guardstream.schemas.dead_letters import MAX_PAYLOAD
+    huge = bytes(range(256)) * 4063  # 1,040,128 bytes
+    record, headers = dead_letter("bridge", "oversize", "d" * 5000, Source("device/d-1/telemetry"), huge, 1)
+    assert record["payload"] == huge[:MAX_PAYLOAD]
+    assert len(record["detail"]) <= MAX_DETAIL
+    assert record["detail"].endswith(f"[payload cut to {MAX_PAYLOAD} of {len(huge)} bytes, "
+                                      f"sha256 {hashlib.sha256(huge).hexdigest()}]")
+    assert dict(headers)["guardstream.payload.bytes"] == str(len(huge)).encode()
+    assert dict(headers)["guardstream.payload.sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    from guardstream.schemas.codec import Codec
+    from guardstream.schemas.registry import FileRegistry
+    assert len(Codec(FileRegistry.load()).encode(DEAD_LETTER, record)) < 300_000
+
+
+def test_a_payload_that_fits_is_kept_whole_without_cut_headers():
+    from guardstream.schemas.dead_letters import MAX_PAYLOAD
+    record, headers = dead_letter("bridge", "not_json", "x", Source("t"), b"y" * MAX_PAYLOAD, 1)
+    assert record["payload"] == b"y" * MAX_PAYLOAD and record["detail"] == "x"
+    assert not any(name.startswith("guardstream.payload.") for name, _ in headers)
+    bare, _ = dead_letter("bridge", "not_json", "x", Source("t"), b"abc", 1, max_payload=0)
+    assert bare["payload"] == b"" and "cut to 0 of 3 bytes" in bare["detail"]

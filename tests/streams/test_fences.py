@@ -3,7 +3,7 @@
 from support.fences import CODEC, import_fences
 
 from guardstream.infra.stack import free_port, wait_until
-from guardstream.streams import fence_admin, fences
+from guardstream.streams import compacted_feed, fence_admin
 from guardstream.streams.fences import FenceFeed
 
 
@@ -39,7 +39,7 @@ def test_an_empty_topic_is_loaded_at_once(own_kafka):
 
 
 def test_a_feed_that_cannot_load_the_fences_fails_and_says_so(settings, monkeypatch):
-    monkeypatch.setattr(fences, "LOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(compacted_feed, "LOAD_TIMEOUT_S", 1.0)
     nowhere = settings.replace(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     feed, failures = FenceFeed(nowhere, CODEC), []
     feed.start(failures.append)

@@ -197,6 +197,25 @@ def test_fences_from_geojson_rejects_bad_documents(doc: dict, reason: str) -> No
     assert caught.value.reason == reason
 
 
+def test_a_feature_names_its_own_tenant_and_the_given_one_is_for_the_rest() -> None:
+    doc = {"type": "FeatureCollection", "features": [
+        feature({"type": "Polygon", "coordinates": [BLOCK]}, name="A", kind="site", tenant="globex"),
+        feature({"type": "Polygon", "coordinates": [EAST_BLOCK]}, name="B", kind="site")]}
+    assert [r["tenant"] for r in fences_from_geojson(doc, "acme", now_ms=1)] == ["globex", "acme"]
+    records = fences_from_geojson(doc, "acme", now_ms=1)
+    assert records[0]["fence_id"] == stable_fence_id("globex", "A")
+    with pytest.raises(InputError, match="feature 1: feature names no tenant") as caught:
+        fences_from_geojson(doc, None, now_ms=1)
+    assert caught.value.reason == "missing_tenant"
+    named = {"type": "FeatureCollection", "features": doc["features"][:1]}
+    assert [r["tenant"] for r in fences_from_geojson(named, None, now_ms=1)] == ["globex"]
+    blank = {"type": "FeatureCollection", "features": [
+        feature({"type": "Polygon", "coordinates": [BLOCK]}, name="A", kind="site", tenant=" ")]}
+    with pytest.raises(InputError) as caught:
+        fences_from_geojson(blank, "acme", now_ms=1)
+    assert caught.value.reason == "bad_tenant"
+
+
 def test_geojson_error_names_the_feature() -> None:
     doc = {"type": "FeatureCollection", "features": [
         feature({"type": "Polygon", "coordinates": [BLOCK]}, name="ok", kind="site"),

@@ -121,10 +121,12 @@ GOOD = [
                  {"kind": "PANIC", "severity": "CRITICAL", "lat": None, "lon": None, "rule": None,
                   "cause_event_id": None}, id="alert-kind-from-topic"),
     pytest.param(RawKind.ALERT, {"ts": NOW_MS, "kind": "low_battery", "lat": 1, "lon": 2, "message": "12 %"},
-                 {"kind": "LOW_BATTERY", "severity": "HIGH", "lat": 1.0, "lon": 2.0, "message": "12 %"},
-                 id="alert-default-severity"),
+                 {"kind": "PANIC", "severity": "CRITICAL", "lat": 1.0, "lon": 2.0, "message": "12 %",
+                  "claimed_kind": "low_battery", "claimed_severity": None, "ts_source": "device"},
+                 id="alert-topic-kind-wins-over-the-payload"),
     pytest.param(RawKind.ALERT, {"ts": NOW_MS, "kind": "sos", "severity": "low"},
-                 {"kind": "SOS", "severity": "LOW"}, id="alert-device-severity-wins"),
+                 {"kind": "PANIC", "severity": "CRITICAL", "claimed_kind": "sos", "claimed_severity": "low"},
+                 id="alert-severity-never-below-a-life-safety-default"),
     pytest.param(RawKind.SYSTEM,
                  {"ts": "2026-11-18T12:06:40+01:00", "status": "degraded", "detail": "slow",
                   "metrics": {"cpu_ratio": 0.5, "queue_depth": 3}},
@@ -252,7 +254,7 @@ BAD = [
     (RawKind.SYSTEM, {"ts": NOW_MS, "status": "OK", "metrics": {"cpu load": 1}}, {}, "bad_id"),
     (RawKind.SENSOR, {"ts": NOW_MS, "kind": "laser"}, {}, "unknown_enum"),
     (RawKind.SENSOR, {"ts": NOW_MS}, {"mqtt_topic": f"sensor/{KEY}/laser"}, "unknown_enum"),
-    (RawKind.ALERT, {"ts": NOW_MS, "severity": "urgent"}, {}, "unknown_enum"),
+    (RawKind.ALERT, {"ts": NOW_MS, "kind": "intrusion"}, {"mqtt_topic": None}, "unknown_enum"),
     (RawKind.SYSTEM, {"ts": NOW_MS, "status": "fine"}, {}, "unknown_enum"),
     (RawKind.GUARD, gps(ts=-1), {}, "bad_timestamp"),
     (RawKind.GUARD, gps(ts="yesterday"), {}, "bad_timestamp"),
@@ -264,6 +266,9 @@ BAD = [
     (RawKind.GUARD, gps(ts=0), {}, "clock_skew"),
     (RawKind.GUARD, gps(ts=10 ** 30), {}, "clock_skew"),
     (RawKind.GUARD, gps(ts="9999-12-31T23:59:59-12:00"), {}, "clock_skew"),
+    (RawKind.GUARD, b'{"ts": 1795000000000, "lat": 91, "lat": 52.0, "lon": 2}', {}, "duplicate_key"),
+    (RawKind.DEVICE, {"ts": NOW_MS}, {"mqtt_topic": f"device/{KEY}/x", "catch_all": "device/{device_id}/#"},
+     "unknown_kind"),
     (RawKind.GUARD, gps(ts="0001-01-01T00:00:00+14:00"), {}, "clock_skew"),
 ]
 
@@ -289,9 +294,9 @@ def test_every_reason_is_documented() -> None:
 
 def test_detail_names_the_field_but_never_echoes_the_payload() -> None:
     secret = "s3cret-" + "y" * 2000
-    result = run(RawKind.ALERT, {"ts": NOW_MS, "severity": secret, "message": secret})
+    result = run(RawKind.SYSTEM, {"ts": NOW_MS, "status": secret, "detail": secret})
     assert result.reason == "unknown_enum"
-    assert "severity" in result.detail and secret not in result.detail
+    assert "status" in result.detail and secret not in result.detail
     assert len(result.detail) <= MAX_DETAIL_CHARS
     assert "lat" in run(RawKind.GUARD, gps(lat=100)).detail
 

@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from guardstream.catalog import TOPICS
-from guardstream.infra.ops.dead_letters import (REPLAYED_FROM, Letter, Reinjection, Replayed, Skip, letter_row,
+from guardstream.infra.ops.dead_letters import (REPLAYED_FROM, Letter, Reinjection, Replayed, Skip, binding_changed,
+                                                letter_row,
                                                 plan, preview, selected, summary_rows, topic_of_stage, topics_for)
 from guardstream.infra.ops.records import Record
 
@@ -21,7 +22,8 @@ def _letter(offset, stage="validate", reason="not_json", source=("raw.x", 2, 40)
 def test_stages_map_to_their_topics():
     assert topic_of_stage("bridge") == topic_of_stage("commands") == TOPICS.dlq_bridge.name
     assert topics_for("sink") == [TOPICS.dlq_sink.name]
-    assert len(topics_for(None)) == 3
+    assert topics_for("notify") == [TOPICS.dlq_notify.name]
+    assert len(topics_for(None)) == 4
 
 
 @pytest.mark.parametrize("stage, reason, since, chosen", [
@@ -67,15 +69,35 @@ def test_plan_skips_what_was_replayed_what_has_no_source_and_second_letters_of_o
         ["already_replayed", "same_source", "same_source", "no_source", "send"]
 
 
-def test_a_kafka_reinjection_keeps_key_and_original_headers_or_rebuilds_msg_id():
+def test_a_kafka_reinjection_keeps_key_and_original_headers_under_a_msg_id_of_the_letter():
     original = {("raw.x", 2, 40): [("msg.id", b"abc"), ("mqtt.topic", b"guard/g/gps"), (REPLAYED_FROM, b"old")]}
     kept = plan([_letter(9)], Replayed(), original)[0]
     assert isinstance(kept, Reinjection) and not kept.via_mqtt
     assert (kept.topic, kept.key, kept.payload) == ("raw.x", b"dev-1", b"{bad")
-    assert kept.headers == [("msg.id", b"abc"), ("mqtt.topic", b"guard/g/gps"),
-                            (REPLAYED_FROM, f"{TOPICS.dlq_validate.name}/0/9".encode())]
+    letter_id = f"{TOPICS.dlq_validate.name}/0/9"
+    # the original id was seen by the worker's duplicate filter when it refused the record
+    assert kept.headers == [("mqtt.topic", b"guard/g/gps"), ("msg.id", f"dlq:{letter_id}".encode()),
+                            (REPLAYED_FROM, letter_id.encode())]
     rebuilt = plan([_letter(9)], Replayed(), {})[0]
-    assert rebuilt.headers[0] == ("msg.id", b"raw.x/2/40")
+    assert rebuilt.headers == [("msg.id", f"dlq:{letter_id}".encode()), (REPLAYED_FROM, letter_id.encode())]
+    # the same letter twice (a crash inside a chunk): the same id, which the filter drops
+    assert plan([_letter(9)], Replayed(), {})[0].headers == rebuilt.headers
+    assert plan([_letter(10)], Replayed(), {})[0].headers[0] != rebuilt.headers[0]
+
+
+CURRENT = {"cluster": "c1", "topics": {"dlq.validate": "id-A"}}
+
+
+@pytest.mark.parametrize("saved, changed", [
+    (None, False),  # written before bindings were recorded: taken as it is
+    (CURRENT, False),
+    ({"cluster": "c1", "topics": {"dlq.validate": "id-B"}}, True),  # the topic was recreated
+    ({"cluster": "c2", "topics": {"dlq.validate": "id-A"}}, True),  # another cluster
+    ({"cluster": "c1", "topics": {"dlq.validate": None}}, True),  # the topic did not exist then
+    ({"cluster": "c1", "topics": {}}, True),
+])
+def test_a_checkpoint_is_bound_to_the_cluster_and_topic_ids_it_was_made_against(saved, changed):
+    assert binding_changed(saved, CURRENT) is changed
 
 
 def test_a_bridge_letter_goes_back_to_its_mqtt_topic_with_its_mqtt_properties():
@@ -87,3 +109,12 @@ def test_a_bridge_letter_goes_back_to_its_mqtt_topic_with_its_mqtt_properties():
     assert step.via_mqtt and step.topic == "guard/g-1/gps" and step.payload == b"{bad"
     assert step.headers == [("mqtt.content_type", b"application/json"), ("mqtt.user.fw", b"2.1"),
                             (REPLAYED_FROM, f"{TOPICS.dlq_bridge.name}/0/3".encode())]
+
+
+def test_notify_letters_are_inspected_but_never_replayed(tmp_path):
+    from guardstream.errors import InputError
+    from guardstream.infra.ops.dlq import Selection, replay
+    from guardstream.settings import Settings
+    with pytest.raises(InputError, match="undelivered notifications") as caught:
+        replay(Settings(state_dir=tmp_path), None, Selection(stage="notify"))
+    assert caught.value.reason == "bad_stage"

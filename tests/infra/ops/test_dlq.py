@@ -81,12 +81,14 @@ def test_replay_reinjects_into_the_source_topic_once(applied, ops_settings, make
     assert done.stdout.splitlines()[0] == f"dlq validate: re-injected 3 dead letter(s): {source} 3"
     back = read_all(ops_settings, source)[2:]
     tag = TOPICS.dlq_validate.name
+
+    def ids(n):
+        return [("msg.id", f"dlq:{tag}/0/{letters[n]}".encode()),
+                ("dlq.replayed_from", f"{tag}/0/{letters[n]}".encode())]
     assert [(r.key, r.value, list(r.headers)) for r in back] == [
-        (b"dev-1", b"{bad 0", [("msg.id", b"m0"), ("mqtt.topic", b"device/dev-1/telemetry"),
-                               ("dlq.replayed_from", f"{tag}/0/{letters[0]}".encode())]),
-        (b"dev-1", b"{bad 1", [("msg.id", b"m1"), ("dlq.replayed_from", f"{tag}/0/{letters[1]}".encode())]),
-        (b"dev-9", b"{gone", [("msg.id", f"{source}/0/77".encode()),
-                              ("dlq.replayed_from", f"{tag}/0/{letters[3]}".encode())])]
+        (b"dev-1", b"{bad 0", [("mqtt.topic", b"device/dev-1/telemetry"), *ids(0)]),
+        (b"dev-1", b"{bad 1", ids(1)),
+        (b"dev-9", b"{gone", ids(3))]
 
     again = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason)
     assert again.stdout.splitlines() == ["dlq validate: re-injected 0 dead letter(s)",
@@ -124,3 +126,59 @@ def test_bridge_letters_are_published_again_on_their_mqtt_topic(applied, ops_set
     assert message.properties.ContentType == "application/json"
     assert message.properties.UserProperty == [("fw", "2.1"),
                                                ("dlq.replayed_from", f"{TOPICS.dlq_bridge.name}/0/{offsets[0]}")]
+
+
+def test_a_replayed_letter_is_processed_again_and_its_new_letter_can_be_replayed(applied, run_component, unique,
+                                                                                  tmp_path):
+    """Through the real worker: the re-injected record is not dropped by the duplicate filter (it is
+    refused again, with the reason of today's code), and the new letter is re-injected in turn."""
+    from support.processes import collect, header
+    settings = applied.replace(state_dir=tmp_path / "state")
+    device = f"d-{unique}".encode()
+    since = str(int(time.time() * 1000) - 1000)
+    run_component(["worker"], applied)
+    producer = Producer(producer_config(applied, "ops-test"))
+    producer.produce(TOPICS.raw_guard.name, b"{broken", device,
+                     headers=[("msg.id", f"m-{unique}".encode()), ("received_ms", since.encode())])
+    assert producer.flush(20) == 0
+    mine = lambda r: r.key() == device  # noqa: E731
+    [first] = collect(applied, TOPICS.dlq_validate.name, mine, 1)
+
+    for round_ in (1, 2):
+        done = run_cli(settings, "dlq", "replay", "--stage", "validate", "--reason", "not_json", "--since", since)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == f"dlq validate: re-injected 1 dead letter(s): {TOPICS.raw_guard.name} 1"
+        letters = collect(applied, TOPICS.dlq_validate.name, mine, round_ + 1)
+        assert len(letters) == round_ + 1
+        newest = letters[-1]
+        assert header(newest, "__connect.errors.exception.class.name") == b"not_json"
+        assert header(newest, "__connect.errors.offset") != header(letters[-2], "__connect.errors.offset")
+    assert header(first, "__connect.errors.topic") == TOPICS.raw_guard.name.encode()
+    # what was re-injected: each time under the id of the letter it came from
+    source = [r for r in collect(applied, TOPICS.raw_guard.name, mine, 3)]
+    assert [header(r, "msg.id") for r in source] == [
+        f"m-{unique}".encode(),
+        f"dlq:{TOPICS.dlq_validate.name}/{letters[0].partition()}/{letters[0].offset()}".encode(),
+        f"dlq:{TOPICS.dlq_validate.name}/{letters[1].partition()}/{letters[1].offset()}".encode()]
+
+
+def test_a_checkpoint_of_a_recreated_dead_letter_topic_is_set_aside(applied, ops_settings, unique):
+    """A restarted in-memory broker recreates the topics under their names: offsets start again, and
+    an earlier run's checkpoint must not skip the new letters."""
+    import json
+    reason = f"not_json_{unique}"
+    _send_letters(ops_settings, [(TOPICS.dlq_validate.name, "validate", reason, Source("raw.x", 0, 1, b"d"),
+                                  b"{bad", T0_MS, [])])
+    path = ops_settings.state_dir / "dlq-replay" / f"{TOPICS.dlq_validate.name}.json"
+    path.parent.mkdir(parents=True)
+    everything = {"replayed": {f"{TOPICS.dlq_validate.name}/0": [[0, 10**9]]}}
+    path.write_text(json.dumps(everything))  # unbound (an older checkpoint): taken as it is
+    kept = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason, "--dry-run")
+    assert kept.stdout.splitlines() == ["dlq validate: would re-inject 0 dead letter(s)",
+                                        "dlq validate: skipped 1 (already replayed)"], kept.stderr
+    path.write_text(json.dumps({**everything, "bound_to": {"cluster": "gone", "topics": {}}}))
+    fresh = run_cli(ops_settings, "dlq", "replay", "--stage", "validate", "--reason", reason, "--dry-run")
+    assert fresh.returncode == 0, fresh.stderr
+    lines = fresh.stdout.splitlines()
+    assert "earlier incarnation of the dead-letter topic" in lines[0]
+    assert lines[1:] == ["dlq validate: would re-inject 1 dead letter(s): raw.x 1"]

@@ -6,7 +6,7 @@ import os
 from ops_support import run_cli
 
 from guardstream.infra.migrate import migrate
-from guardstream.infra.stack import STACK_FILE
+from guardstream.local_stack import STACK_FILE
 from guardstream.observability import new_registry, serve
 
 

@@ -46,6 +46,24 @@ def test_a_time_range_is_copied_with_keys_headers_and_timestamps(ops_settings, m
     assert len(read_all(ops_settings, into)) == 20
 
 
+def test_a_finished_replay_of_topics_since_recreated_copies_again(ops_settings, make_topic, produce):
+    """The checkpoint names the topic ids it was made against; a recreated topic (same name, new id,
+    offsets from 0 again) is copied afresh instead of being reported as already finished."""
+    source, into = make_topic(raw=True), make_topic(raw=True)
+    produce(source, numbered(0, 10))
+    args = ("replay", "--topic", source, "--from", str(T0_MS), "--into", into)
+    assert "copied 10 records" in run_cli(ops_settings, *args).stdout
+    path = checkpoint_path(ops_settings, CopyRequest(source, into, str(T0_MS)).id)
+    doc = load_json(path)
+    assert doc["done"] and set(doc["extra"]["bound_to"]["topics"]) == {source, into}
+    doc["extra"]["bound_to"]["topics"][source] = "an-earlier-topic-id"
+    save_json(path, doc)
+    again = run_cli(ops_settings, *args)
+    assert again.returncode == 0, again.stderr
+    assert "set aside" in again.stderr and "copied 10 records" in again.stdout
+    assert len(read_all(ops_settings, into)) == 20
+
+
 def test_dry_run_shows_counts_per_partition_and_copies_nothing(ops_settings, make_topic, produce):
     source, into = make_topic(partitions=2, raw=True), make_topic(raw=True)
     produce(source, numbered(0, 20, partitions=2))
@@ -201,3 +219,37 @@ def test_group_offsets_move_to_a_time_only_while_the_group_is_empty(ops_settings
 def test_argument_combinations(ops_settings, args, why):
     result = run_cli(ops_settings, "replay", "--topic", "t", "--from", "-1h", *args)
     assert result.returncode == 1 and why in result.stderr
+
+
+def test_replay_creates_its_target_like_the_source_and_topics_create_does_the_same(own_kafka, tmp_path):
+    from guardstream.catalog import TOPICS
+    from confluent_kafka.admin import ConfigResource
+    settings = own_kafka.settings.replace(state_dir=tmp_path / "state")
+    source = TOPICS.events_high.name
+    send = Producer(producer_config(settings, "ops-test"))
+    for n in range(5):
+        send.produce(source, b"v%d" % n, b"k", timestamp=T0_MS + n)
+    assert send.flush(20) == 0
+    missing = run_cli(settings, "replay", "--topic", source, "--from", str(T0_MS), "--into", "replay.high")
+    assert missing.returncode == 1 and "unknown_topic" in missing.stderr
+    made = run_cli(settings, "replay", "--topic", source, "--from", str(T0_MS), "--into", "replay.high", "--create")
+    assert made.returncode == 0, made.stderr
+    assert f"created replay.high like {source}" in made.stderr and "copied 5 records" in made.stdout
+    assert [r.value for r in read_all(settings, "replay.high")] == [b"v%d" % n for n in range(5)]
+
+    admin = AdminClient(admin_config(settings))
+    def shape(name):
+        partitions = len(admin.list_topics(timeout=10).topics[name].partitions)
+        configs = admin.describe_configs([ConfigResource("topic", name)])
+        values = next(iter(configs.values())).result()
+        return partitions, values["retention.ms"].value, values["cleanup.policy"].value
+    assert shape("replay.high") == shape(source)
+
+    created = run_cli(settings, "topics", "create", "analyst.geofences", "--like", TOPICS.geofences.name)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("create") and f"like {TOPICS.geofences.name}" in created.stdout
+    assert shape("analyst.geofences")[2] == "compact"
+    again = run_cli(settings, "topics", "create", "analyst.geofences", "--like", TOPICS.geofences.name)
+    assert again.returncode == 0 and "exists already" in again.stdout
+    unknown = run_cli(settings, "topics", "create", "mine")
+    assert unknown.returncode == 1 and "unknown_topic" in unknown.stderr and "--like" in unknown.stderr
