@@ -118,6 +118,10 @@ class Catalog:
         """The priority topics, most urgent first."""
         return tuple(topic_for_priority(p) for p in Priority)
 
+    def dead_letters(self) -> tuple[Topic, ...]:
+        """Every stage's dead-letter topic (each carries guardstream.DeadLetter records)."""
+        return (self.dlq_bridge, self.dlq_validate, self.dlq_sink, self.dlq_notify)
+
 
 TOPICS = Catalog()
 

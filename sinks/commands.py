@@ -64,8 +64,8 @@ def build(settings: Settings, stop: threading.Event | None = None) -> Sink:
     sink = Sink(producer, metrics, breaker, stop or threading.Event())
     critical_group = f"{settings.sink_group}-critical"
     bulk_topics = [t.name for t in TOPICS.events()[1:]] + [
-        TOPICS.geofences.name, TOPICS.devices.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name,
-        TOPICS.dlq_sink.name, TOPICS.alerts_actions.name]
+        TOPICS.geofences.name, TOPICS.devices.name, *(t.name for t in TOPICS.dead_letters()),
+        TOPICS.alerts_actions.name]
     # A broker may hold an idle fetch for up to fetch.wait.max.ms before answering (tansu looks for
     # new records only after half the wait, then half the rest, ...), so the critical consumer asks
     # again within its batch age. The bulk lane's rows wait up to GUARDSTREAM_SINK_BATCH_MS for their

@@ -229,7 +229,7 @@ def dead_letter_row(r: Mapping[str, Any], dlq_topic: str, dlq_partition: int, dl
             r.get("source_offset"), r.get("key"), r["payload"], timestamp(r["ts_ms"]))
 
 
-DEAD_LETTER_TOPICS = frozenset(t.name for t in (TOPICS.dlq_bridge, TOPICS.dlq_validate, TOPICS.dlq_sink))
+DEAD_LETTER_TOPICS = frozenset(t.name for t in TOPICS.dead_letters())
 SINK_STAGE = "sink"
 
 

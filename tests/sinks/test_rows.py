@@ -133,12 +133,13 @@ def test_alert_actions_become_status_changes(action, status):
     assert write.status_at == timestamp(record["ts_ms"])
 
 
-def test_a_dead_letter_is_keyed_by_its_place_in_the_dlq_topic():
+@pytest.mark.parametrize("dlq", [t.name for t in TOPICS.dead_letters()])
+def test_a_dead_letter_of_every_stage_is_keyed_by_its_place_in_the_dlq_topic(dlq):
     letter = _examples("DeadLetter")[0] | {"detail": "nul\x00inside", "payload": b"\x00raw"}
-    write = plan_write(TOPICS.dlq_validate.name, 0, 42, None, "guardstream.DeadLetter", letter)
+    write = plan_write(dlq, 0, 42, None, "guardstream.DeadLetter", letter)
     assert isinstance(write, InsertRow) and write.table is DEAD_LETTERS
     named = dict(zip(DEAD_LETTERS.column_names, write.row))
-    assert (named["dlq_topic"], named["dlq_partition"], named["dlq_offset"]) == (TOPICS.dlq_validate.name, 0, 42)
+    assert (named["dlq_topic"], named["dlq_partition"], named["dlq_offset"]) == (dlq, 0, 42)
     assert "\x00" not in named["detail"] and named["payload"] == b"\x00raw"
 
 

@@ -35,8 +35,7 @@ pytestmark = pytest.mark.slow
 T0 = 1_795_000_000_000
 CODEC = Codec(FileRegistry.load())
 SINK_TOPICS = [t.name for t in TOPICS.events()] + [
-    TOPICS.geofences.name, TOPICS.dlq_bridge.name, TOPICS.dlq_validate.name, TOPICS.dlq_sink.name,
-    TOPICS.alerts_actions.name]
+    TOPICS.geofences.name, *(t.name for t in TOPICS.dead_letters()), TOPICS.alerts_actions.name]
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -198,6 +197,9 @@ def test_every_topic_lands_in_its_table(sink, sink_settings, unique):
     letter = {"stage": "validate", "reason": "not_json", "detail": "x", "source_topic": "raw", "source_partition": 0,
               "source_offset": 7, "key": None, "payload": b"{", "ts_ms": T0}
     events.send(TOPICS.dlq_validate.name, "guardstream.DeadLetter", letter, "k")
+    events.send(TOPICS.dlq_notify.name, "guardstream.DeadLetter",
+                letter | {"stage": "notify", "reason": "provider_refused", "source_topic": None,
+                          "source_partition": None, "source_offset": None}, "k")
     events.flush()
     url = sink.database_url
     wait_until(lambda: all(count(url, f"SELECT count(*) FROM {KINDS[b][2]} WHERE tenant = %s", tag) == 40
@@ -206,6 +208,8 @@ def test_every_topic_lands_in_its_table(sink, sink_settings, unique):
                and count(url, "SELECT count(*) FROM geofences WHERE deleted") == 1, 30, "geofences")
     wait_until(lambda: count(url, "SELECT count(*) FROM dead_letters WHERE reason = 'not_json'") == 1, 30,
                "the dead letter of dlq.validate")
+    wait_until(lambda: count(url, "SELECT count(*) FROM dead_letters WHERE stage = 'notify' "
+                                  "AND reason = 'provider_refused'") == 1, 30, "the dead letter of dlq.notify")
     assert sink.metric("guardstream_sink_rows_written_total", kind="device_alerts") == 40
     assert sink.metric("guardstream_sink_batches_total", kind="critical") >= 1
     assert sink.metric("guardstream_sink_circuit_state") == 0
