@@ -15,11 +15,11 @@ from guardstream.infra.stack import wait_until
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.streams import fence_admin
+from support.fences import FAR_OUT, INSIDE, publish_patrols
 from support.processes import collect, header
 
 pytestmark = pytest.mark.slow
 HQ = [[13.400, 52.519], [13.410, 52.519], [13.410, 52.523], [13.400, 52.523], [13.400, 52.519]]
-INSIDE, FAR_OUT = (52.521, 13.405), (52.530, 13.430)
 
 
 @pytest.fixture(params=["batch", "faust"])
@@ -87,24 +87,6 @@ def test_enrichment_dead_letters_and_state_across_a_restart(applied, run_compone
     assert [e["kind"] for e in events if "kind" in e] == ["GEOFENCE_VIOLATION"]
 
 
-def _publish_patrols(settings, devices, fixes, tenant, base_s, per_second, done):
-    """Each device: five fixes inside the fence, five far outside, over and over."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
-    started = time.monotonic()
-    for seq in range(fixes):
-        at = INSIDE if seq % 10 < 5 else FAR_OUT
-        for device in devices:
-            producer.produce(TOPICS.raw_guard.name, json.dumps(
-                {"ts": base_s + seq, "lat": at[0], "lon": at[1], "accuracy_m": 4, "tenant": tenant}).encode(),
-                device.encode(), headers=[("msg.id", f"{device}-{seq}".encode()),
-                                          ("received_ms", str(time.time_ns() // 1_000_000).encode())])
-        producer.poll(0)
-        lag = (seq + 1) * len(devices) / per_second - (time.monotonic() - started)
-        if lag > 0:
-            done.wait(lag)  # pacing the load, not synchronising
-    producer.flush(30)
-    done.set()
-
 
 def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run_component, fences, unique,
                                                                      engine):
@@ -115,7 +97,7 @@ def test_kill_9_mid_stream_loses_no_event_and_repeats_no_transition(applied, run
     worker = run_component(["worker"], applied, **engine)
     done = threading.Event()
     base_s = int(time.time()) - fixes - 60
-    threading.Thread(target=_publish_patrols, args=(applied, devices, fixes, tenant, base_s, 1000, done),
+    threading.Thread(target=publish_patrols, args=(applied, devices, fixes, tenant, base_s, 1000, done),
                      daemon=True).start()
     wait_until(lambda: worker.metric("guardstream_worker_records_in_total") >= 1000, 60, "1000 fixes taken")
     worker.process.send_signal(signal.SIGKILL)

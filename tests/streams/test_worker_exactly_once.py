@@ -5,14 +5,13 @@ Every test runs on a broker of its own: a transaction a killed process leaves op
 never timed out, and would hold back every ``read_committed`` reader of the session's broker.
 """
 
-import json
 import threading
 import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from support.fences import CODEC, import_fences
+from support.fences import CODEC, import_fences, publish_patrols
 from support.processes import collect
 
 from guardstream.catalog import TOPICS
@@ -20,7 +19,6 @@ from guardstream.infra.stack import wait_until
 from guardstream.topic_end import probe_end_offsets
 
 pytestmark = pytest.mark.slow
-INSIDE, FAR_OUT = (52.521, 13.405), (52.530, 13.430)
 
 
 def _transactional(settings, tid: str) -> Producer:
@@ -103,23 +101,6 @@ def test_aborted_records_are_hidden_from_read_committed_consumers(own_kafka, top
     assert _read(own_kafka.settings, topic, "read_committed", 2) == [b"committed"]
 
 
-def _publish(settings, devices, fixes, tenant, base_s, per_second, done):
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
-    started = time.monotonic()
-    for seq in range(fixes):
-        at = INSIDE if seq % 10 < 5 else FAR_OUT
-        for device in devices:
-            producer.produce(TOPICS.raw_guard.name, json.dumps(
-                {"ts": base_s + seq, "lat": at[0], "lon": at[1], "accuracy_m": 4, "tenant": tenant}).encode(),
-                device.encode(), headers=[("msg.id", f"{device}-{seq}".encode()),
-                                          ("received_ms", str(time.time_ns() // 1_000_000).encode())])
-        producer.poll(0)
-        lag = (seq + 1) * len(devices) / per_second - (time.monotonic() - started)
-        if lag > 0:
-            done.wait(lag)  # pacing the load, not synchronising
-    producer.flush(30)
-    done.set()
-
 
 def test_exactly_once_worker_killed_mid_stream_loses_nothing_and_commits_offsets_in_its_transactions(
         own_kafka, run_component, tmp_path, unique):
@@ -131,7 +112,7 @@ def test_exactly_once_worker_killed_mid_stream_loses_nothing_and_commits_offsets
     worker = run_component(["worker"], settings, **env)
     done = threading.Event()
     base_s = int(time.time()) - fixes - 60
-    threading.Thread(target=_publish, args=(settings, devices, fixes, tenant, base_s, 1000, done),
+    threading.Thread(target=publish_patrols, args=(settings, devices, fixes, tenant, base_s, 1000, done),
                      daemon=True).start()
     wait_until(lambda: worker.metric("guardstream_worker_records_in_total") >= 1000, 60, "1000 fixes taken")
     worker.kill()
