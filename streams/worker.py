@@ -69,10 +69,15 @@ log = logging.getLogger("guardstream.worker")
 GROUP = "guardstream-worker"
 SILENT_CHECK_S = 30.0
 MAX_IN_FLIGHT = 8  # batches written but not yet acknowledged by Kafka
-# How often state and offsets are checkpointed (Kafka Streams' commit interval): short,
-# so a crash replays little; long enough that a device moving every second is
-# written to the changelog once per checkpoint rather than once per batch.
-CHECKPOINT_S = 0.2
+# How often state and offsets are checkpointed (Kafka Streams' commit interval). Each
+# checkpoint writes every device whose state changed since the last one, and a device
+# that reports every second changes at each fix: at 0.2 s that was about one changelog
+# record per event (a fifth of the worker's CPU, and as much again in the broker), at
+# 1 s a fifth of that (bench/cpu_budget.py). A crash replays at most this much input.
+CHECKPOINT_S = 1.0
+# With exactly-once on, a checkpoint is the transaction's commit, and read_committed
+# consumers see its events only then: short, as Kafka Streams' 100 ms under EOS.
+TRANSACTION_CHECKPOINT_S = 0.2
 
 
 @dataclass
@@ -153,7 +158,8 @@ class Worker:
         self._in_flight: deque[InFlight] = deque()
         self._failure: KafkaException | None = None
         self._uncommitted: dict[tuple[str, int], int] = {}  # next offsets since the last checkpoint
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        self._checkpoint_s = CHECKPOINT_S if self.transaction is None else TRANSACTION_CHECKPOINT_S
+        self._next_checkpoint = time.monotonic() + self._checkpoint_s
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         self.ready_since: float | None = None
         self.failed: BaseException | None = None  # what ended the lane
@@ -265,7 +271,7 @@ class Worker:
 
     def _checkpoint(self) -> None:
         """Changed state to the changelog, and the offsets it covers queued for commit."""
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        self._next_checkpoint = time.monotonic() + self._checkpoint_s
         if self.transaction is not None:
             self._commit_transaction()
             return
