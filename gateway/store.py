@@ -10,6 +10,8 @@ query that fails for want of a server raises :class:`UnavailableError`
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
 from guardstream.records import ACTION_STATUS
 
 POOL_SIZE = 4
+SNAPSHOTS_KEPT = 16  # scopes whose last snapshot is kept for reuse (a few MB each at 10,000 guards)
+SNAPSHOT_REUSE_S = 5.0  # and for how long: a bound, should anything but the sink ever write the tables
+TP = tuple[str, int]
 _json = msgspec.json.Encoder().encode
 CONNECT_TIMEOUT_S = 5
 _MS = "(extract(epoch FROM {0}) * 1000)::bigint"
@@ -105,6 +110,7 @@ class Store:
         self._url = database_url
         self._idle: list[psycopg.AsyncConnection] = []
         self._slots = asyncio.Semaphore(size)
+        self._snapshots: OrderedDict[Scope, tuple[float, Snapshot]] = OrderedDict()  # when taken, what
 
     async def close(self) -> None:
         while self._idle:
@@ -139,22 +145,23 @@ class Store:
     # -- snapshot ------------------------------------------------------------------------
 
     async def snapshot(self, scope: Scope) -> Snapshot:
-        params = {"noc": scope.visible is None, "visible": sorted(scope.visible or ()),
-                  "every": scope.alert_tenants is None, "alert_tenants": sorted(scope.alert_tenants or ()),
-                  "position_tenants": sorted(scope.position_tenants), "device_ids": sorted(scope.devices),
-                  "open": list(OPEN_STATUSES)}
+        """The present state of ``scope``. The sink is the only writer of the tables a snapshot
+        reads and moves ``sink_positions`` in the same transaction, so while those positions stand
+        still the tables do too: a snapshot taken at the same positions is served again (a reload
+        storm, a second screen) for at most ``SNAPSHOT_REUSE_S``, after one small read."""
         async with self._connection() as conn:
-            # one MVCC snapshot for the positions and every table: the rows are exactly those below them
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
-                reflected = {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
-                actions = await (await conn.execute(_shape(_SNAPSHOT_ACTIONS, params), params)).fetchall()
-                async with conn.cursor(row_factory=tuple_row) as rows:
-                    alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
-                    positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
-        parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
-        return Snapshot(reflected, alerts, parked, positions)
+            now = time.monotonic()
+            cached = self._snapshots.get(scope)
+            if cached is not None and now - cached[0] <= SNAPSHOT_REUSE_S:
+                if await _sink_positions(conn) == cached[1].reflected:
+                    self._snapshots.move_to_end(scope)
+                    return cached[1]
+            snapshot = await _snapshot(conn, scope)
+        self._snapshots[scope] = (now, snapshot)
+        self._snapshots.move_to_end(scope)
+        while len(self._snapshots) > SNAPSHOTS_KEPT:
+            self._snapshots.popitem(last=False)
+        return snapshot
 
     # -- history ---------------------------------------------------------------------------
 
@@ -259,6 +266,28 @@ def _parked_action(row: dict[str, Any]) -> dict[str, Any]:
     return {"action_id": row["action_id"], "tenant": row["tenant"], "alert_event_id": row["alert_event_id"],
             "action": _ACTION_OF_STATUS.get(row["status"], row["status"]), "actor": row["actor"], "ts_ms": row["ts_ms"],
             "note": row["note"]}
+
+
+async def _sink_positions(conn: psycopg.AsyncConnection) -> dict[TP, int]:
+    cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
+
+
+async def _snapshot(conn: psycopg.AsyncConnection, scope: Scope) -> Snapshot:
+    params = {"noc": scope.visible is None, "visible": sorted(scope.visible or ()),
+              "every": scope.alert_tenants is None, "alert_tenants": sorted(scope.alert_tenants or ()),
+              "position_tenants": sorted(scope.position_tenants), "device_ids": sorted(scope.devices),
+              "open": list(OPEN_STATUSES)}
+    # one MVCC snapshot for the positions and every table: the rows are exactly those below them
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        reflected = await _sink_positions(conn)
+        actions = await (await conn.execute(_shape(_SNAPSHOT_ACTIONS, params), params)).fetchall()
+        async with conn.cursor(row_factory=tuple_row) as rows:
+            alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
+            positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
+    parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
+    return Snapshot(reflected, alerts, parked, positions)
 
 
 def points_of(count: int, ts: bytes | None, lat: bytes | None, lon: bytes | None) -> np.ndarray:
