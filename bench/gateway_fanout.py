@@ -318,7 +318,9 @@ def round_of(name: str, label: str, settings: Settings, args: argparse.Namespace
         children = [server]
         assert server.stdout.readline().strip() == "ready"
     else:
-        server = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "gateway"], env=env)
+        # -m puts the working directory first on sys.path: run where only PYTHONPATH's tree is found
+        server = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "gateway"], env=env,
+                                  cwd=str(source) if source is not None else None)
         children = [server]
         wait_until(lambda: ready(metrics_port), 30, "gateway")
     try:
