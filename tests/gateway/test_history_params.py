@@ -68,3 +68,19 @@ def test_simplification_keeps_the_ends_and_meets_the_cap():
     finer, _ = simplify_track(walk, 0.5, None)
     assert len(finer) > len(kept)
     assert simplify_track(walk[:50], None, 100) == (walk[:50], 0.0)
+
+
+walks = st.lists(st.tuples(st.floats(-1e-3, 1e-3), st.floats(-1e-3, 1e-3)), min_size=3, max_size=400)
+
+
+@given(walks, st.sampled_from([2, 3, 10, 50]))
+def test_a_capped_track_keeps_what_one_pass_at_its_tolerance_over_every_fix_keeps(steps, cap):
+    # the cap's search runs its later passes on earlier results: they must keep what a pass over
+    # the whole track at the tolerance it settled on keeps
+    walk, lat, lon = [], 52.5, 13.4
+    for n, (dlat, dlon) in enumerate(steps):
+        lat, lon = lat + dlat, lon + dlon
+        walk.append((n * 1000, lat, lon))
+    kept, tolerance = simplify_track(walk, None, cap)
+    assert len(kept) <= cap and kept[0] == walk[0] and kept[-1] == walk[-1]
+    assert simplify_track(walk, tolerance, None)[0] == kept
