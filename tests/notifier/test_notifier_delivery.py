@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from notify_support import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
+from support.notify import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
 from support.processes import collect
 
 from guardstream.catalog import TOPICS

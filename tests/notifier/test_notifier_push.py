@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from notify_support import Alerts, HttpReceiver, MailBox, Notifier, start_group_at_end
+from support.notify import Alerts, HttpReceiver, MailBox, Notifier, start_group_at_end
 from py_vapid import Vapid
 
 from guardstream.infra.migrate import migrate
