@@ -105,4 +105,4 @@ def push_topic_of(unique: str) -> str:
     from guardstream.notifier.decide import Alert
     from guardstream.notifier.messages import Notice
     alert = Alert(f"al-{unique}", f"t{unique}", "guard-1", "PANIC", "CRITICAL", 0)
-    return push_topic(Notice(alert, "ops", "", 1, ""))
+    return push_topic(Notice(alert, "push", "ops", "", 1, ""))
