@@ -113,7 +113,7 @@ def test_a_panic_reaches_email_webhook_and_sms_once_each(notifier, unique):
 
 
 def test_kill_9_mid_stream_notifies_each_alert_once_per_channel(notifier, unique):
-    total = 200
+    total = 500  # the figure
     alerts = Alerts(notifier.settings, f"t{unique}")
     notifier.start()
     for i in range(total):
