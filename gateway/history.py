@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
@@ -225,6 +226,24 @@ def near_query(params: Params) -> NearQuery:
 
 def fence_id(text: str) -> str:
     return _identifier(text or None, "fence")
+
+
+def alert_id(text: str) -> str:
+    return _identifier(text or None, "alert")
+
+
+def shown_address(channel: str, address: str) -> str:
+    """A notification's address as the API shows it: an email address or a phone number whole; a
+    webhook URL as its scheme and host only, since the rest of it (a Slack-style path, a query
+    token, a user:password) is often the receiver's secret."""
+    if channel != "webhook":
+        return address
+    parts = urlsplit(address)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a port: nothing of it is shown
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}/…"
 
 
 def no_parameters(params: Params) -> None:

@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from guardstream.errors import GuardstreamError, UnavailableError
-from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery
+from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery, shown_address
 from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
 from guardstream.records import ACTION_STATUS
 
@@ -84,6 +84,13 @@ SELECT {_ALERT_COLUMNS}, ts AS _ts FROM device_alerts
 _ACTIONS_OF = f"""
 SELECT action_id, alert_event_id, status, actor, ts_ms, note FROM alert_action_log
  WHERE alert_event_id = ANY(%(ids)s) AND {_VISIBLE} ORDER BY ts_ms, action_id"""
+# what the notifier sent about each alert (table notifications, migration 0003), in the order it was planned
+_NOTIFICATIONS_OF = f"""
+SELECT alert_id, channel, recipient, address, tier, status, attempts, held_reason, provider_response,
+       {_MS.format("created_at")} AS planned_ms, {_MS.format("held_at")} AS held_ms,
+       {_MS.format("claimed_at")} AS attempted_ms, {_MS.format("sent_at")} AS sent_ms
+  FROM notifications
+ WHERE alert_id = ANY(%(ids)s) AND {_VISIBLE} ORDER BY alert_id, tier, created_at, channel, recipient"""
 _FENCE = f"SELECT fence_id, tenant, name, kind FROM geofences WHERE fence_id = %(fence)s AND NOT deleted AND {_VISIBLE}"
 _OCCUPANTS = f"""
 SELECT {_POSITION_COLUMNS} FROM guard_last_positions
@@ -206,9 +213,26 @@ class Store:
             actions: dict[str, list[dict[str, Any]]] = {}
             for action in await cur.fetchall():
                 actions.setdefault(action.pop("alert_event_id"), []).append(action)
+            sent = await self._notifications_of(conn, ids)
         for row in page:
             row["actions"] = actions.get(row["event_id"], [])
+            row["notifications"] = sent.get(row["event_id"], [])
         return Page(page, len(rows) > query.limit)
+
+    async def notifications(self, visible: frozenset[str] | None, alert_id: str) -> list[dict[str, Any]]:
+        """What was sent to whom about one alert; [] for an alert of a tenant the token does not see."""
+        async with self._connection() as conn:
+            return (await self._notifications_of(conn, _visible(visible) | {"ids": [alert_id]})).get(alert_id, [])
+
+    @staticmethod
+    async def _notifications_of(conn: psycopg.AsyncConnection,
+                                params: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        cur = await conn.execute(_shape(_NOTIFICATIONS_OF, params), params)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in await cur.fetchall():
+            row["address"] = shown_address(row["channel"], row["address"])
+            out.setdefault(row.pop("alert_id"), []).append(row)
+        return out
 
     async def occupants(self, visible: frozenset[str] | None, fence_id: str) -> tuple[dict[str, Any] | None,
                                                                                      list[dict[str, Any]]]:
