@@ -344,3 +344,25 @@ def forgotten_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, hor
     """
     return [device for device, (_, last_ms) in last_seen.items()
             if now_ms - last_ms >= horizon_ms and device not in registered]
+
+
+@dataclass(frozen=True)
+class SilentCheck:
+    """What one run of the silent-device check decided: devices to forget, alerts to send."""
+
+    forgotten: list[str]  # drop from last_seen and the alerted marks, evict their state
+    alerts: Alerts  # DEVICE_SILENT alerts, in device order
+    alerted: dict[str, int]  # device -> the last-seen ms it is now alerted for (the caller's marks to set)
+
+
+def silent_check(last_seen: Mapping[str, tuple[str, int]], now_ms: int, already_alerted: Mapping[str, int],
+                 horizon_ms: int, registered: Collection[str] = (), rules: Rules | None = None) -> SilentCheck:
+    """The silent-device check of both worker engines, over plain data: who is forgotten
+    (:func:`forgotten_devices`), then who of the rest is silent (:func:`silent_devices`).
+
+    Changes nothing: the caller applies the result (forgets, evicts, marks, sends)."""
+    forgotten = forgotten_devices(last_seen, now_ms, horizon_ms, registered)
+    gone = set(forgotten)
+    watched = {device: seen for device, seen in last_seen.items() if device not in gone} if gone else last_seen
+    alerts = silent_devices(watched, now_ms, already_alerted, rules)
+    return SilentCheck(forgotten, alerts, {a["device_id"]: watched[a["device_id"]][1] for a in alerts})
