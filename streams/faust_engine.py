@@ -24,7 +24,13 @@ comes from five raw topics (the changelog key names the raw topic, the
 partition is the raw record's). Both engines read and write the same
 changelog, so a deployment can switch engine without losing state.
 
-What differs from the batch engine (README, "Two engines"): both lanes share
+As on the batch engine, the silent-device timer runs ``rules.silent_check``: devices
+silent past ``GUARDSTREAM_WORKER_DEVICE_HORIZON_S`` are forgotten and their state
+tombstoned in the changelog; and an event Kafka refuses for good (over the request
+size, or a broker answer no retry changes) goes on as a ``produce_refused`` dead letter.
+
+What differs from the batch engine (README, "Two engines"): at least once only
+(``GUARDSTREAM_WORKER_EXACTLY_ONCE`` is refused at start); both lanes share
 one consumer, so a full bulk stream buffer can hold back raw.alert's fetches;
 the engine has a consumer group of its own, moved at start to where the batch
 engine's groups committed when they are further on (run one engine at a
@@ -82,8 +88,11 @@ STREAM_WAIT_EMPTY = True  # a rebalance waits for the batch in hand (Faust's def
 USE_UVLOOP = True  # when uvloop is installed (the ``faust`` extra): 301-316 µs against 354-356 without
 
 
-EXACTLY_ONCE_REFUSED = ("GUARDSTREAM_WORKER_ENGINE=faust is at least once only: "
-                        "exactly once needs GUARDSTREAM_WORKER_ENGINE=batch")
+# Faust's own exactly_once (processing_guarantee) puts a write in the transaction of the partition
+# it goes to among the topics the app consumes (its TransactionManager.send); the worker's events,
+# dead letters and changelog are none of them. README, "Two engines".
+EXACTLY_ONCE_REFUSED = ("GUARDSTREAM_WORKER_ENGINE=faust is at least once only (Faust's exactly_once covers "
+                        "no topic the app does not consume): exactly once needs GUARDSTREAM_WORKER_ENGINE=batch")
 
 
 def app_config(settings: Settings, datadir: str) -> dict[str, Any]:

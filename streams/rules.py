@@ -6,16 +6,16 @@
                       temperature_c, > above_c
     smoke             SMOKE reading with a detected state or value > 0  a SMOKE reading without smoke
     system_degraded   SystemHealth status changes to one of statuses   (fires on every such change)
-    device_silent     no event for after_minutes: ``silent_devices``,  the device is heard again
-                      called by the agent from a timer
+    device_silent     no event for after_minutes: ``silent_check``,    the device is heard again
+                      called by either worker engine from a timer
 
 Thresholds and severities come from ``rules_default.toml`` beside this module,
 overridden key by key by the file given to ``load_rules``. Alerts that devices
 send themselves (panic, SOS ...) are not rules: they pass through with their own
 severity, so ``evaluate`` raises nothing for a DeviceAlert.
 
-``RuleState`` is the state of one device (the agent keeps a table keyed by
-device id) and turns into JSON and back. Every alert is a complete
+``RuleState`` is the state of one device (the worker keeps one per device id,
+in memory and in the worker-state changelog) and turns into JSON and back. Every alert is a complete
 guardstream.DeviceAlert record whose ``event_id`` is a UUIDv5 of the cause's
 event_id and the rule name: replaying a topic raises alerts with the same ids,
 which the sink's unique key then drops.
