@@ -76,16 +76,16 @@ from guardstream.streams.worker import GROUP, SILENT_CHECK_S, Lane, check_horizo
 log = logging.getLogger("guardstream.worker")
 FAUST_GROUP = f"{GROUP}-faust"  # not the batch engine's groups: see continue_from_batch_engine
 
-# Tuning, measured with bench/stream_worker.py on a loaded 2-core machine: CPU µs per event
-# of this engine, the alternatives run in the same series (README, "Two engines"):
-STREAM_BUFFER_MAXSIZE = 16384  # Faust's default 4096: no difference beyond the noise (233-302 against 258 µs)
-PRODUCER_LINGER_MS = 20  # 283 µs against 301-316 at 5 and 334 at 0; costs an output up to 20 ms
+# Tuning, measured with ``bench/stream_worker.py --faust-tuning`` (each alternative against these, one at a
+# time, in the same run; README, "Two engines", has the figures): none beat these beyond the noise.
+STREAM_BUFFER_MAXSIZE = 16384  # Faust's default 4096 and 65536: no better (213-282 and 214-287 µs against 199-239)
+PRODUCER_LINGER_MS = 20  # 5 ms and 50 ms: no better (232-287, 247-279 µs); costs an output up to 20 ms
 COMMIT_INTERVAL_S = 1.0  # Faust's default 2.8 s; shorter: less to replay after a crash, state written oftener
 # uncompressed: 223-239 µs against 294-295 with lz4 (the batch engine's, compressed in librdkafka);
 # reading the bridge's lz4 batches needs aiokafka's lz4 extra all the same
 PRODUCER_COMPRESSION = None
 STREAM_WAIT_EMPTY = True  # a rebalance waits for the batch in hand (Faust's default)
-USE_UVLOOP = True  # when uvloop is installed (the ``faust`` extra): 301-316 µs against 354-356 without
+USE_UVLOOP = True  # when installed (the ``faust`` extra): without it 259-319 µs against 199-239 with
 
 
 # Faust's own exactly_once (processing_guarantee) puts a write in the transaction of the partition
