@@ -54,3 +54,19 @@ def _assert_refused_and_next_written(applied, codec, unique):
     assert header(letter, "guardstream.payload.bytes") == b"1100000"
     [fine] = collect(applied, TOPICS.events_low.name, lambda r: r.key() == f"small-{unique}".encode(), 1)
     assert fine.value() == b"fine"
+
+
+def test_faust_engine_a_refusal_the_broker_answers_after_queueing_is_a_dead_letter(applied, unique):
+    """The write's outcome as aiokafka reports a broker's refusal (tansu does not refuse by size, so the
+    answer is set on the future here); the dead letter goes to the real broker."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    async def refuse() -> None:
+        async with bulk_lane(applied) as lane:
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(MessageSizeTooLargeError())
+            lane._delivered(TOPICS.events_low.name, b"late", f"late-{unique}".encode(), answer)
+    asyncio.run(refuse())
+    [letter] = collect(applied, TOPICS.dlq_validate.name, lambda r: r.key() == f"late-{unique}".encode(), 1)
+    record = Codec(FileRegistry.load()).decode(letter.value())[1]
+    assert (record["stage"], record["reason"], record["payload"]) == ("route", "produce_refused", b"late")
