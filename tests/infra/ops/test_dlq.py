@@ -6,7 +6,9 @@ import time
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Producer
+import pytest
 from ops_support import T0_MS, read_all, run_cli
+from support.processes import WORKER_ENGINES
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.catalog import TOPICS
@@ -128,15 +130,16 @@ def test_bridge_letters_are_published_again_on_their_mqtt_topic(applied, ops_set
                                                ("dlq.replayed_from", f"{TOPICS.dlq_bridge.name}/0/{offsets[0]}")]
 
 
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
 def test_a_replayed_letter_is_processed_again_and_its_new_letter_can_be_replayed(applied, run_component, unique,
-                                                                                  tmp_path):
+                                                                                  tmp_path, engine):
     """Through the real worker: the re-injected record is not dropped by the duplicate filter (it is
     refused again, with the reason of today's code), and the new letter is re-injected in turn."""
     from support.processes import collect, header
     settings = applied.replace(state_dir=tmp_path / "state")
     device = f"d-{unique}".encode()
     since = str(int(time.time() * 1000) - 1000)
-    run_component(["worker"], applied)
+    run_component(["worker"], applied, GUARDSTREAM_WORKER_ENGINE=engine)
     producer = Producer(producer_config(applied, "ops-test"))
     producer.produce(TOPICS.raw_guard.name, b"{broken", device,
                      headers=[("msg.id", f"m-{unique}".encode()), ("received_ms", since.encode())])
