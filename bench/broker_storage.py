@@ -6,13 +6,17 @@ consumer reads the topic from the start. Prints records/s produced and consumed,
 the latency of a single acknowledged send (p50/p99 of 200), and how many distinct
 records came back: fewer than were acknowledged means the engine lost some.
 
-The S3 engine needs an S3 server; none is a dependency of guardstream, so each
-is used only when present:
+The S3 engine needs an S3 server:
+  - guardstream's own (``guardstream.infra.s3_disk``: moto's S3 with every object written through
+    to disk), whenever moto is installed (the ``stack`` extra); for it the broker and the server
+    are then both stopped, started again on the same directory, and the topic read once more:
+    "after restart" is what a stop and start of ``guardstream up`` keeps;
   - s3rver (npm: ``npm install --prefix DIR s3rver``; pass ``--s3rver DIR/node_modules/.bin/s3rver``),
     which keeps its objects on disk;
   - moto (PyPI ``moto[server]``; ``moto_server`` on PATH or ``--moto PATH``), which keeps them in memory.
 
 Run: python bench/broker_storage.py [--messages 3000] [--producers 4] [--s3rver PATH] [--moto PATH]
+                                     [--no-s3-disk]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -59,7 +64,10 @@ def s3_server(kind: str, binary: str, tmp: Path) -> Iterator[str]:
     """The endpoint URL of a running ``kind`` S3 server with the bucket ``BUCKET``."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    if kind == "s3rver":
+    if kind == "s3_disk":
+        argv = [sys.executable, "-m", "guardstream.infra.s3_disk", "--dir", str(tmp / "s3disk"),
+                "--port", str(port), "--bucket", BUCKET]
+    elif kind == "s3rver":
         argv = [binary, "-d", str(tmp / "s3"), "-a", "127.0.0.1", "-p", str(port), "--configure-bucket", BUCKET,
                 "--silent"]
         (tmp / "s3").mkdir()
@@ -130,6 +138,13 @@ def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
     sends.sort()
 
     total = messages * producers
+    seen, consume_s = read_all(bootstrap, topic, total)
+    return {"produced": total / produce_s, "consumed": len(seen) / consume_s, "p50_ms": sends[100] * 1000,
+            "p99_ms": sends[197] * 1000, "kept": len(seen), "acked": total, "topic": topic}
+
+
+def read_all(bootstrap: str, topic: str, total: int) -> tuple[set[bytes], float]:
+    """The distinct records of the producers in ``topic`` (the single sends left out), and the seconds taken."""
     # assigned, not subscribed: a group join would be most of the time measured
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -142,8 +157,7 @@ def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
                 last = time.monotonic()
     consume_s = last - started
     consumer.close()
-    return {"produced": total / produce_s, "consumed": len(seen) / consume_s, "p50_ms": sends[100] * 1000,
-            "p99_ms": sends[197] * 1000, "kept": len(seen), "acked": total}
+    return seen, max(consume_s, 1e-9)
 
 
 def main() -> None:
@@ -152,12 +166,15 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--s3rver", default=shutil.which("s3rver"))
     parser.add_argument("--moto", default=shutil.which("moto_server"))
+    parser.add_argument("--no-s3-disk", action="store_true", help="leave out guardstream's disk-backed S3 server")
     args = parser.parse_args()
     rows = []
     with TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         with broker("memory://tansu/", {}, tmp) as bootstrap:
             rows.append(("memory", measure(bootstrap, args.messages, args.producers)))
+        if not args.no_s3_disk:
+            rows.append(("s3 on s3_disk", _s3_disk_with_restart(tmp, args.messages, args.producers)))
         for kind, binary in (("s3rver", args.s3rver), ("moto", args.moto)):
             if not binary:
                 print(f"{kind}: not found; skipped (see the module's docstring)")
@@ -169,8 +186,22 @@ def main() -> None:
     print(f"{args.producers} producers x {args.messages} records, one partition, acks=all")
     print(f"{'storage':<14} {'produce/s':>10} {'consume/s':>10} {'send p50':>9} {'send p99':>9}  kept")
     for name, m in rows:
+        after = f"; after restart {m['kept_after_restart']:,}" if "kept_after_restart" in m else ""
         print(f"{name:<14} {m['produced']:>10,.0f} {m['consumed']:>10,.0f} {m['p50_ms']:>7.1f}ms "
-              f"{m['p99_ms']:>7.1f}ms  {m['kept']:,} of {m['acked']:,}")
+              f"{m['p99_ms']:>7.1f}ms  {m['kept']:,} of {m['acked']:,}{after}")
+
+
+def _s3_disk_with_restart(tmp: Path, messages: int, producers: int) -> dict[str, float]:
+    env = {**S3_ENV}
+    with s3_server("s3_disk", "", tmp) as endpoint:
+        env["AWS_ENDPOINT"] = endpoint
+        with broker(f"s3://{BUCKET}/", env, tmp) as bootstrap:
+            result = measure(bootstrap, messages, producers)
+    with s3_server("s3_disk", "", tmp) as endpoint:  # same directory, another port
+        env["AWS_ENDPOINT"] = endpoint
+        with broker(f"s3://{BUCKET}/", env, tmp) as bootstrap:
+            seen, _ = read_all(bootstrap, str(result["topic"]), int(result["acked"]))
+    return {**result, "kept_after_restart": len(seen)}
 
 
 if __name__ == "__main__":
