@@ -6,11 +6,12 @@ consumer reads the topic from the start. Prints records/s produced and consumed,
 the latency of a single acknowledged send (p50/p99 of 200), and how many distinct
 records came back: fewer than were acknowledged means the engine lost some. "end" is the end
 offset the broker reports (ListOffsets) once every record is acknowledged: below the count
-acknowledged, readers that read "to the end" stop short, and consumers stall.
+acknowledged, readers that read "to the end" stop short. "group" is how many of 1,000 records
+written at 200/s a consumer in a group (subscribed, as every component reads) receives.
 
 The S3 engine needs an S3 server:
   - guardstream's own (``guardstream.infra.s3_disk``: moto's S3 with every object written through
-    to disk), whenever moto is installed (the ``stack`` extra); for it the broker and the server
+    to disk), whenever moto is installed (PyPI ``moto[server]``); for it the broker and the server
     are then both stopped, started again on the same directory, and the topic read once more:
     "after restart" is what a stop and start of ``guardstream up`` keeps;
   - s3rver (npm: ``npm install --prefix DIR s3rver``; pass ``--s3rver DIR/node_modules/.bin/s3rver``),
@@ -109,6 +110,50 @@ def broker(storage: str, env: dict[str, str], tmp: Path) -> Iterator[str]:
         _stop(process)
 
 
+GROUP_RECORDS = 1000
+
+
+def group_reader(bootstrap: str) -> int:
+    """Records a consumer in a group (``subscribe``, committing after each poll, as the components
+    read) receives of GROUP_RECORDS that an idempotent producer (as the components write) sends at
+    200/s from when the consumer subscribes."""
+    topic = f"group-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        future.result(15)
+    got: list[int] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+        consumer.subscribe([topic])
+        while not stop.is_set():
+            messages = [m for m in consumer.consume(500, 0.2) if m.error() is None]
+            got.extend(m.offset() for m in messages)
+            if messages:
+                consumer.commit(asynchronous=False)
+        consumer.close()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+    began = time.monotonic()
+    for i in range(GROUP_RECORDS):
+        producer.produce(topic, f"{i}".encode())
+        producer.poll(0)
+        pause = began + (i + 1) / 200 - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # the producer's pace
+    producer.flush(30)
+    deadline = time.monotonic() + 30  # a group's first assignment takes up to ~25 s here
+    while len(got) < GROUP_RECORDS and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling a count the reader thread fills
+    stop.set()
+    reader.join()
+    return len(set(got))
+
+
 def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -146,9 +191,10 @@ def measure(bootstrap: str, messages: int, producers: int) -> dict[str, float]:
 
     total = messages * producers
     seen, consume_s = read_all(bootstrap, topic, total)
+    grouped = group_reader(bootstrap)
     return {"produced": total / produce_s, "consumed": len(seen) / consume_s, "p50_ms": sends[100] * 1000,
             "p99_ms": sends[197] * 1000, "kept": len(seen), "acked": total, "topic": topic,
-            "end": reported_end}
+            "end": reported_end, "group": grouped}
 
 
 def read_all(bootstrap: str, topic: str, total: int) -> tuple[set[bytes], float]:
@@ -181,7 +227,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         with broker("memory://tansu/", {}, tmp) as bootstrap:
             rows.append(("memory", measure(bootstrap, args.messages, args.producers)))
-        if not args.no_s3_disk:
+        import importlib.util
+        if importlib.util.find_spec("moto") is None:
+            print("s3_disk: moto not installed (pip install 'moto[server]'); skipped")
+        elif not args.no_s3_disk:
             rows.append(("s3 on s3_disk", _s3_disk_with_restart(tmp, args.messages, args.producers)))
         for kind, binary in (("s3rver", args.s3rver), ("moto", args.moto)):
             if not binary:
@@ -192,11 +241,11 @@ def main() -> None:
                 with broker(f"s3://{BUCKET}/", env, tmp) as bootstrap:
                     rows.append((f"s3 on {kind}", measure(bootstrap, args.messages, args.producers)))
     print(f"{args.producers} producers x {args.messages} records, one partition, acks=all")
-    print(f"{'storage':<14} {'produce/s':>10} {'consume/s':>10} {'send p50':>9} {'send p99':>9} {'end':>7}  kept")
+    print(f"{'storage':<14} {'produce/s':>10} {'consume/s':>10} {'send p50':>9} {'send p99':>9} {'end':>7} {'group':>6}  kept")
     for name, m in rows:
         after = f"; after restart {m['kept_after_restart']:,}" if "kept_after_restart" in m else ""
         print(f"{name:<14} {m['produced']:>10,.0f} {m['consumed']:>10,.0f} {m['p50_ms']:>7.1f}ms "
-              f"{m['p99_ms']:>7.1f}ms {m['end']:>7,}  {m['kept']:,} of {m['acked']:,}{after}")
+              f"{m['p99_ms']:>7.1f}ms {m['end']:>7,} {m['group']:>6,}  {m['kept']:,} of {m['acked']:,}{after}")
 
 
 def _s3_disk_with_restart(tmp: Path, messages: int, producers: int) -> dict[str, float]:

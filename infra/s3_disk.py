@@ -17,6 +17,10 @@ another order than the objects. Reads run concurrently.
 Files are written to a temporary name and renamed, not fsync'd: a killed process
 loses nothing, a power cut may lose the last writes.
 
+``bench/broker_storage.py`` runs it to measure tansu's S3 engine on durable storage;
+``guardstream up`` does not use it (its broker stays in memory: see the storage note
+in :mod:`guardstream.infra.stack` for what the S3 engine did under the stack).
+
 Run: python -m guardstream.infra.s3_disk --dir DIR --port PORT [--bucket NAME]
 """
 

@@ -110,9 +110,10 @@ def kafka_answers(bootstrap: str) -> bool:
 # bench/broker_storage.py, 70-75 % lost); moto checks them apart from the write (9,266 of 12,000
 # kept with four producers); infra/s3_disk.py (moto, writes serialised and mirrored to disk) kept
 # all 12,000, and again after a restart. But with it under `up` the worker stopped reading
-# raw.guard after 209 of 2,209 fixes at 200/s (twice; restarting the worker did not help; the
-# broker reported 2,060 as the end of a partition holding 2,200), and a send costs 14 ms at p50
-# against 0.1 ms. So memory it is, and up restores from PostgreSQL (infra/restore.py).
+# raw.guard after 209 of 2,209 fixes at 200/s (restarting the worker did not help), the broker
+# reported 2,060 as the end of a partition holding 2,200 (and 1 for 12,000 in the bench), and a
+# send costs 4-14 ms at p50 against 0.1 ms. So memory it is, and up restores what PostgreSQL holds
+# (infra/restore.py). The README's "local stack" section has the figures.
 MEMORY_STORAGE = "memory://tansu/"
 
 
