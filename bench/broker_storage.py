@@ -11,7 +11,7 @@ written at 200/s a consumer in a group (subscribed, as every component reads) re
 
 The S3 engine needs an S3 server:
   - guardstream's own (``guardstream.infra.s3_disk``: moto's S3 with every object written through
-    to disk), whenever moto is installed (PyPI ``moto[server]``); for it the broker and the server
+    to disk), whenever moto is installed (PyPI ``moto[server]``, in the ``bench`` and ``test`` extras); for it the broker and the server
     are then both stopped, started again on the same directory, and the topic read once more:
     "after restart" is what a stop and start of ``guardstream up`` keeps;
   - s3rver (npm: ``npm install --prefix DIR s3rver``; pass ``--s3rver DIR/node_modules/.bin/s3rver``),
