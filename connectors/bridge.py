@@ -56,6 +56,7 @@ from guardstream.connectors.acks import OrderedAcks, Ticket
 from guardstream.connectors.mapping import Rule, load_rules, subscription_filters
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
+from guardstream.connectors.mqtt_wire import Publish
 from guardstream.connectors.poison import PoisonLedger, ledger_path, load, save
 from guardstream.connectors.raw import (TOPIC_REFUSALS, Divert, Forward, Incoming, PropertyLimits, Skip, decide,
                                         message_id, poison)
@@ -159,7 +160,8 @@ class Bridge:
         self.client = new_client(settings, client_id, manual_ack=True, persistent=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_message = self._on_message  # what paho still dispatches: packets with properties, QoS 2
+        self.client.on_publish_batch = self._on_publishes
         self._poller: threading.Thread | None = None
         self._network: threading.Thread | None = None
 
@@ -288,7 +290,20 @@ class Bridge:
         except Exception as exc:  # noqa: BLE001 - recorded against the message, then the lane stops
             self._lane_failed(exc, message)
 
-    def _lane_failed(self, exc: Exception, message: mqtt.MQTTMessage) -> None:
+    def _on_publishes(self, client: mqtt.Client, run: list[Publish]) -> None:
+        """A run of PUBLISH packets one read brought (``mqtt_reader.on_publish_batch``), each taken
+        as ``_on_message`` takes one; the first that fails the lane ends the run."""
+        for publish in run:
+            message = Received(publish)
+            try:
+                self._take(message)
+            except Exception as exc:  # noqa: BLE001 - recorded against the message, then the lane stops
+                self._lane_failed(exc, message)
+                return
+            if self.stopping.is_set():
+                return
+
+    def _lane_failed(self, exc: Exception, message: mqtt.MQTTMessage | Received) -> None:
         """Handling ``message`` failed: count it in the poison ledger, then stop the lane.
         Not acknowledged, the message comes back after the restart; see ``poison.py``."""
         topic = _topic(message)
@@ -302,7 +317,7 @@ class Bridge:
                   "restarts us", self.lane, topic, msg_id, kills, exc_info=exc)
         self._fail(exc)
 
-    def _take(self, message: mqtt.MQTTMessage) -> None:
+    def _take(self, message: mqtt.MQTTMessage | Received) -> None:
         received = time.monotonic()
         topic = _topic(message)
         props = message.properties
@@ -342,7 +357,7 @@ class Bridge:
         elif self._due_acks:
             self._send_due_acks()  # confirmed without Kafka (skipped), or while produce waited for room
 
-    def _admit(self, message: mqtt.MQTTMessage) -> Ticket | None:
+    def _admit(self, message: mqtt.MQTTMessage | Received) -> Ticket | None:
         """A ticket in the window of unconfirmed messages, waiting for room; None when stopping."""
         with self._window:
             # while this thread waits, the kafka-poll thread serves the delivery reports that make room
@@ -448,12 +463,30 @@ class Bridge:
                 log.error("cannot write the poison ledger %s: %s", self.ledger_path, exc)
 
 
-def _topic(message: mqtt.MQTTMessage) -> str | None:
+def _topic(message: mqtt.MQTTMessage | Received) -> str | None:
     """The message's topic; None when its bytes are not UTF-8."""
     try:
         return message.topic
     except UnicodeDecodeError:
         return None
+
+
+class Received:
+    """A PUBLISH of the reader's fast path, with the fields of paho's ``MQTTMessage`` the lane reads;
+    it never has MQTT 5 properties (packets with some go through paho)."""
+
+    __slots__ = ("_topic", "payload", "qos", "retain", "dup", "mid")
+    properties = None
+
+    def __init__(self, publish: Publish) -> None:
+        self._topic = publish.topic
+        self.payload, self.qos, self.retain = publish.payload, publish.qos, publish.retain
+        self.dup, self.mid = publish.dup, publish.mid
+
+    @property
+    def topic(self) -> str:
+        """As paho's: decoded when read; UnicodeDecodeError when the bytes are not UTF-8."""
+        return self._topic.decode("utf-8")
 
 
 def run(settings: Settings) -> int:

@@ -16,7 +16,12 @@ how bytes become packets:
   (``mqtt_wire.PacketBuffer``);
 * a QoS 0 or 1 PUBLISH without properties is read by ``mqtt_wire.read_publish``
   and handed on with ``properties`` None; one with properties, and every QoS 2
-  PUBLISH, goes through paho's own handling unchanged.
+  PUBLISH, goes through paho's own handling unchanged;
+* with :attr:`ReadAheadClient.on_publish_batch` set, the PUBLISH packets of that fast
+  path that one ``recv`` brought in a row go to it as one list of ``mqtt_wire.Publish``
+  values, in order, with no ``MQTTMessage`` built and no pass through paho's dispatch
+  (its callback lock and topic matching, per message); a packet of any other kind
+  is handled after the run before it.
 
 It also acknowledges many QoS 1 messages at once (:meth:`ReadAheadClient.ack_many`):
 paho's ``ack`` queues one PUBACK per message, and in threaded mode each costs a write to
@@ -53,13 +58,13 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTErrorCode, MQTTMessage
 from paho.mqtt.exception import MalformedPacket as PahoMalformedPacket
 
-from guardstream.connectors.mqtt_wire import MalformedPacket, PacketBuffer, read_publish
+from guardstream.connectors.mqtt_wire import MalformedPacket, PacketBuffer, Publish, read_publish
 
 # The paho releases whose client.py was read against the list of private members above.
 CHECKED_PAHO = ("2.2.0",)
@@ -82,6 +87,9 @@ class ReadAheadClient(mqtt.Client):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._read_sock: object = None  # the socket the buffered bytes came from
         self._buffer = PacketBuffer()
+        # when set, called with each run of fast-path PUBLISH packets of one recv, in order,
+        # instead of paho's per-message dispatch (see the module docstring)
+        self.on_publish_batch: Callable[[ReadAheadClient, list[Publish]], None] | None = None
 
     def _packet_read(self) -> MQTTErrorCode:
         sock = self._sock
@@ -99,7 +107,22 @@ class ReadAheadClient(mqtt.Client):
         with self._msgtime_mutex:
             self._last_bytes_received = time.monotonic()
         packets, malformed = self._buffer.feed(data)
+        run: list[Publish] = []  # fast-path PUBLISH packets not yet handed to on_publish_batch
         for first, body in packets:
+            if self.on_publish_batch is not None and first & 0xF0 == mqtt.PUBLISH and first & 0x06 != 0x04:
+                try:
+                    publish = read_publish(first, body, self._protocol == mqtt.MQTTv5)
+                except MalformedPacket as exc:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", exc)
+                    return MQTTErrorCode.MQTT_ERR_PROTOCOL
+                if not publish.properties:
+                    run.append(publish)
+                    continue
+            if run:  # what came before this packet is handled before it
+                rc = self.hand_on(run)
+                run = []
+                if rc or self._sock is not sock:
+                    return rc
             self._in_packet = {"command": first, "have_remaining": 1, "remaining_count": [],
                                "remaining_mult": 1, "remaining_length": len(body), "to_process": 0,
                                "packet": body, "pos": 0}
@@ -112,6 +135,10 @@ class ReadAheadClient(mqtt.Client):
                 return rc
             if self._sock is not sock:
                 break  # the connection closed under a callback: what follows is for no one
+        if run:
+            rc = self.hand_on(run)
+            if rc:
+                return rc
         self._in_packet = _idle_packet()
         if malformed:
             self._easy_log(mqtt.MQTT_LOG_ERR, "malformed packet from the broker: %s", malformed)
@@ -134,6 +161,15 @@ class ReadAheadClient(mqtt.Client):
         self._handle_on_message(message)
         if publish.qos and not self._manual_ack:
             return self._send_puback(publish.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def hand_on(self, run: list[Publish]) -> MQTTErrorCode:
+        """Hand a run of QoS 0/1 PUBLISH packets without properties to ``on_publish_batch`` at once;
+        acknowledge them unless acks are manual."""
+        assert self.on_publish_batch is not None
+        self.on_publish_batch(self, run)
+        if not self._manual_ack:
+            return self.ack_many([p.mid for p in run if p.qos])
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: Iterable[int]) -> MQTTErrorCode:
