@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 from confluent_kafka import Consumer, Message, Producer
 
 from guardstream.catalog import TOPICS
@@ -25,6 +26,16 @@ from guardstream.topic_end import ReadToEnd, reader_config
 
 # store name -> the state class (with to_dict / from_dict) it holds per device
 STORES: dict[str, Any] = {"geofence": DeviceState, "rules": RuleState}
+
+
+# msgspec writes the same compact JSON as json.dumps(separators=(",", ":")) in a fifth of the
+# time; a checkpoint encodes every device that moved since the last one
+_encode = msgspec.json.Encoder().encode
+
+
+def state_value(value: Any) -> bytes:
+    """A state object as its changelog value (JSON of its ``to_dict``)."""
+    return _encode(value.to_dict())
 
 
 def changelog_key(store: str, topic: str, device: str) -> bytes:
@@ -50,9 +61,8 @@ class StateStore:
             on_delivery: Callable[[Any, Any], None] | None = None) -> None:
         self.values[store][device] = value
         self.origin[(store, device)] = (topic, partition)
-        body = json.dumps(value.to_dict(), separators=(",", ":")).encode()
-        produce(self.producer, self.topic, body, changelog_key(store, topic, device), partition=partition,
-                on_delivery=on_delivery)
+        produce(self.producer, self.topic, state_value(value), changelog_key(store, topic, device),
+                partition=partition, on_delivery=on_delivery)
 
     def stage(self, store: str, device: str, value: Any, topic: str, partition: int) -> None:
         """Change the state in memory now; it reaches the changelog with :meth:`write_staged`."""
@@ -62,15 +72,10 @@ class StateStore:
 
     def write_staged(self, on_delivery: Callable[[Any, Any], None] | None = None) -> int:
         """Write every staged change (once per device, however often it changed); returns how many."""
-        staged, self._staged = self._staged, set()
-        written = 0
-        for store, device in staged:
-            value = self.values[store].get(device)
-            if value is not None:  # None: its partition went to another worker meanwhile
-                topic, partition = self.origin[(store, device)]
-                self.put(store, device, value, topic, partition, on_delivery)
-                written += 1
-        return written
+        records = self.take_staged()
+        for key, value, partition in records:
+            produce(self.producer, self.topic, value, key, partition=partition, on_delivery=on_delivery)
+        return len(records)
 
     def take_staged(self) -> list[tuple[bytes, bytes, int]]:
         """Every staged change as a changelog record (key, value, partition), once per device,
@@ -81,8 +86,7 @@ class StateStore:
             value = self.values[store].get(device)
             if value is not None:  # None: its partition went to another worker meanwhile
                 topic, partition = self.origin[(store, device)]
-                body = json.dumps(value.to_dict(), separators=(",", ":")).encode()
-                out.append((changelog_key(store, topic, device), body, partition))
+                out.append((changelog_key(store, topic, device), state_value(value), partition))
         return out
 
     def evict(self, devices: Iterable[str], on_delivery: Callable[[Any, Any], None] | None = None) -> int:

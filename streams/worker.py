@@ -49,15 +49,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from guardstream.catalog import TOPICS
 from guardstream.errors import ConfigError
 from guardstream.kafka import consumer_config, error_text, produce, producer_config, take_batch
-from guardstream.records import DEAD_LETTER, DEVICE_ALERT
+from guardstream.records import DEVICE_ALERT
 from guardstream.schemas.codec import Codec
-from guardstream.schemas.dead_letters import Source, dead_letter
 from guardstream.settings import Settings
 from guardstream.streams.device_feed import DeviceFeed
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.geofence_state import Params
 from guardstream.streams.metrics import WorkerMetrics
-from guardstream.streams.outputs import count, out_records, stage_changes
+from guardstream.streams.outputs import count, is_event, out_records, refused_letter, stage_changes
 from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
 from guardstream.streams.rules import Rules, load_rules, silent_check
@@ -250,7 +249,7 @@ class Worker:
             # Kafka refuses (too large, invalid) goes on as a dead letter, so one record never
             # stops the lane; anything else (state, a dead letter, a fatal client) fails loudly
             # and commits nothing more
-            if not error.fatal() and _is_event(message.topic()):
+            if not error.fatal() and is_event(message.topic()):
                 self._refused_output(batch, message.topic(), message.value(), message.key(), error.str())
             else:
                 self._failure = KafkaException(error)
@@ -312,7 +311,7 @@ class Worker:
         try:
             produce(self.producer, topic, value, key, headers=headers, on_delivery=on_delivery)
         except KafkaException as exc:  # refused before it was queued, e.g. over message.max.bytes
-            if not _is_event(topic):
+            if not is_event(topic):
                 raise
             self._refused_output(batch, topic, value, key, error_text(exc))
             return
@@ -323,9 +322,8 @@ class Worker:
         """An event Kafka refused for good: a dead letter (stage ``route``) in its place."""
         log.warning("Kafka refused an event for %s: %s; sending it on as a dead letter", topic, why)
         self.metrics.dead_letters.labels("produce_refused").inc()
-        letter, headers = dead_letter("route", "produce_refused", f"Kafka refused the event for {topic}: {why}",
-                                      Source(topic, key=key), value or b"", now_ms())
-        self._produce(batch, TOPICS.dlq_validate.name, self.codec.encode(DEAD_LETTER, letter), key, headers)
+        letter = refused_letter(self.codec, topic, value, key, why, now_ms())
+        self._produce(batch, letter.topic, letter.value, letter.key, letter.headers)
 
     def _count(self, outcome: Outcome, records: list[RawRecord], started: float) -> None:
         count(self.metrics, self.store, outcome, records, started, now_ms())
@@ -359,11 +357,6 @@ class Worker:
             self._produce(None, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
         if check.alerts:
             self.producer.flush(30)
-
-
-def _is_event(topic: str) -> bool:
-    """An output that may become a dead letter when Kafka refuses it: not state, not a dead letter."""
-    return topic in {t.name for t in TOPICS.events()}
 
 
 def _next_offsets(records: list[RawRecord]) -> list[TopicPartition]:
