@@ -12,6 +12,7 @@ from guardstream.transport import KAFKA, component_settings
 
 if TYPE_CHECKING:
     from .collect import LagCollector
+    from .snapshot import Snapshot
 
 
 def cmd_lag_exporter(args: argparse.Namespace) -> int:
@@ -29,10 +30,25 @@ def cmd_lag(args: argparse.Namespace) -> int:
     try:
         if args.watch:
             return _watch(collector, collection_interval_s(settings))
-        emit_table("guardstream consumer lag", COLUMNS, lag_rows(collector.collect()))
+        snapshot = collector.collect()
+        if args.group is None:
+            emit_path(settings, snapshot)
+        emit_table("guardstream consumer lag", COLUMNS, lag_rows(snapshot))
         return 0
     finally:
         collector.close()
+
+
+def emit_path(settings: Settings, snapshot: Snapshot) -> None:
+    """The whole path's queues, MQTT broker to consumer groups, and the first stage behind."""
+    from guardstream.catalog import TOPICS
+    from guardstream.console import emit_table
+    from .path import PATH_COLUMNS, path_rows, path_stages, verdict
+    from .sources import bridge_urls, read_broker_queued, read_windows
+    stages = path_stages(read_broker_queued(settings), read_windows(bridge_urls(settings)), snapshot,
+                         frozenset(t.name for t in TOPICS.raw()))
+    emit_table("guardstream pipeline queues", PATH_COLUMNS, path_rows(stages))
+    print(verdict(stages), flush=True)
 
 
 def _watch(collector: LagCollector, interval_s: float) -> int:
@@ -78,7 +94,8 @@ class _NoLive:
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("lag-exporter", help="serve consumer lag, lag in seconds and group status on /metrics") \
         .set_defaults(handler=cmd_lag_exporter)
-    lag = sub.add_parser("lag", help="consumer lag per group, topic and partition, with each group's status")
+    lag = sub.add_parser("lag", help="where messages queue (MQTT broker, bridge window, each consumer group) and "
+                                     "the first stage behind; consumer lag per group, topic and partition")
     lag.add_argument("--group", help="this consumer group only")
     lag.add_argument("--watch", action=_Watch,
                      help="refresh every GUARDSTREAM_LAG_INTERVAL_S until Ctrl-C; statuses build up as it runs")
