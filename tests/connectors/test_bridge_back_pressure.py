@@ -23,8 +23,8 @@ def _publish(pub, unique: str, stop: threading.Event, per_second: int = 500) -> 
 
 
 @pytest.mark.slow
-def test_kafka_paused_fills_the_window_and_the_oldest_message_ages(own_kafka, run_component, unique):
-    settings, kafka = own_kafka.settings, own_kafka.process
+def test_kafka_paused_fills_the_window_and_the_oldest_message_ages(own_kafka, own_mqtt, run_component, unique):
+    settings, kafka = own_kafka.settings.replace(mqtt_url=own_mqtt), own_kafka.process
     window = 200
     bridge = run_component(["bridge"], settings, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
                            GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}",

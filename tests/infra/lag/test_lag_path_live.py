@@ -48,8 +48,8 @@ def _path(output: str) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_lag_names_a_stopped_consumer_group_as_the_first_stage_behind(own_kafka, run_component, unique):
-    settings = own_kafka.settings
+def test_lag_names_a_stopped_consumer_group_as_the_first_stage_behind(own_kafka, own_mqtt, run_component, unique):
+    settings = own_kafka.settings.replace(mqtt_url=own_mqtt)
     bridge = run_component(["bridge"], settings, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
                            GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}")
     group = f"positions-{unique}"
@@ -78,7 +78,10 @@ def test_lag_names_a_stopped_consumer_group_as_the_first_stage_behind(own_kafka,
             outputs.append(result.stdout + result.stderr)
             return f"first stage behind: group {group}" in result.stdout
 
-        wait_until(named, 90, "guardstream lag to name the stopped group")
+        try:
+            wait_until(named, 90, "guardstream lag to name the stopped group")
+        except Exception as exc:
+            raise AssertionError(outputs[-1] if outputs else "guardstream lag never ran") from exc
         path = _path(outputs[-1])
         assert path[f"group {group}"]["behind"] == "BEHIND"
         assert float(path[f"group {group}"]["oldest_s"]) >= 10
