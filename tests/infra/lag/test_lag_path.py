@@ -88,3 +88,12 @@ def test_windows_are_read_from_a_bridges_metrics_text():
             'guardstream_bridge_window_messages{lane="alerts"} 0.0\n'
             'guardstream_bridge_inflight_messages 1000.0\n')
     assert windows_from_metrics(text, "u") == [BridgeWindow("u", "main", 1000, 1000, 12.5, 40)]
+
+
+def test_the_watch_view_shows_the_verdict_under_the_path():
+    from rich.console import Console
+    from guardstream.infra.lag.table import path_table
+    console = Console(width=120, record=True)
+    console.print(path_table(_stages(window=1000)))
+    text = console.export_text()
+    assert "bridge main" in text and "BEHIND" in text and "first stage behind: bridge main" in text
