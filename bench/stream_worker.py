@@ -13,7 +13,11 @@ walking their rounds, then measures, each on N fixes:
 Events/s from the first to the last record taken in (the worker's /metrics), and the
 process's CPU seconds (user + system) per event over the same window.
 
-Run: python bench/stream_worker.py [N] [N_FENCES]
+With ``--faust-tuning``, the Faust engine then runs once more per tuning alternative
+(``FAUST_TUNING``: the engine's choice against one change at a time), each on N more
+fixes, so every alternative is measured in the same run as the choice.
+
+Run: python bench/stream_worker.py [N] [N_FENCES] [--faust-tuning]
 """
 
 from __future__ import annotations
@@ -67,6 +71,26 @@ FAUST_APP = textwrap.dedent('''
         sys.argv = ["app", "worker", "-l", "warn"]
         app.main()
 ''')
+
+
+# The Faust engine's tuning (streams/faust_engine.py) against one change at a time: module constants
+# set before the engine starts, or settings. The first is the engine as it ships.
+FAUST_TUNING: list[tuple[str, dict, dict]] = [
+    ("as shipped", {}, {}),
+    ("stream buffer 4096 (Faust's default)", {"STREAM_BUFFER_MAXSIZE": 4096}, {}),
+    ("stream buffer 65536", {"STREAM_BUFFER_MAXSIZE": 65536}, {}),
+    ("take_events 500 per batch", {}, {"GUARDSTREAM_WORKER_BATCH_MAX": "500"}),
+    ("take_events 8000 per batch", {}, {"GUARDSTREAM_WORKER_BATCH_MAX": "8000"}),
+    ("take_events wait 10 ms", {}, {"GUARDSTREAM_WORKER_BATCH_WAIT_MS": "10"}),
+    ("take_events wait 200 ms", {}, {"GUARDSTREAM_WORKER_BATCH_WAIT_MS": "200"}),
+    ("stream_wait_empty off", {"STREAM_WAIT_EMPTY": False}, {}),
+    ("producer linger 5 ms", {"PRODUCER_LINGER_MS": 5}, {}),
+    ("producer linger 50 ms", {"PRODUCER_LINGER_MS": 50}, {}),
+    ("no uvloop", {"USE_UVLOOP": False}, {}),
+    ("as shipped, again (the load's drift over the run)", {}, {}),
+]
+TUNED_WORKER = "import sys, guardstream.streams.faust_engine as e; e.__dict__.update({tuning!r}); " \
+               "from guardstream.cli import main; sys.exit(main(['worker', '--engine', 'faust']))"
 
 
 def fence_records(count: int, now_ms: int) -> list[dict]:
@@ -139,12 +163,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_worker(settings: Settings, n: int, engine: str) -> tuple[float, float]:
-    """(events/s, CPU seconds per event) of ``guardstream worker --engine ENGINE`` over n records."""
+def bench_worker(settings: Settings, n: int, engine: str, tuning: dict | None = None,
+                 extra_env: dict | None = None) -> tuple[float, float]:
+    """(events/s, CPU seconds per event) of ``guardstream worker --engine ENGINE`` over n records;
+    ``tuning``: the Faust engine's module constants to set first."""
     port = free_port()
-    env = {**os.environ, **settings.replace(metrics_port=port).as_env()}
-    process = subprocess.Popen([sys.executable, "-m", "guardstream.cli", "worker", "--engine", engine], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **settings.replace(metrics_port=port).as_env(), **(extra_env or {})}
+    argv = [sys.executable, "-c", TUNED_WORKER.format(tuning=tuning)] if tuning is not None else \
+        [sys.executable, "-m", "guardstream.cli", "worker", "--engine", engine]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def taken() -> float:
             try:
@@ -181,8 +208,10 @@ def bench_faust(settings: Settings, n: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
-    n_fences = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    tuning = "--faust-tuning" in sys.argv[1:]
+    n = int(args[0]) if args else 60_000
+    n_fences = int(args[1]) if len(args) > 1 else 10_000
     port = free_port()
     spec = tansu_spec(port)
     tansu = subprocess.Popen(list(spec.argv), env={**os.environ, **spec.env}, stdout=subprocess.DEVNULL,
@@ -202,6 +231,12 @@ def main() -> None:
         bare = rows[0][1]
         for name, rate, cpu in rows:
             print(f"{name:<32} {rate:>9,.0f} events/s  {cpu * 1e6:>7,.1f} µs CPU/event  x{rate / bare:.2f} bare")
+        if tuning:
+            print("the Faust engine, one tuning change at a time:")
+            for i, (name, constants, env) in enumerate(FAUST_TUNING):
+                fill(settings, (2 + i) * n, n)
+                rate, cpu = bench_worker(settings, n, "faust", constants, env)
+                print(f"  {name:<50} {rate:>9,.0f} events/s  {cpu * 1e6:>7,.1f} µs CPU/event  x{rate / bare:.2f} bare")
     finally:
         tansu.terminate()
         tansu.wait(10)

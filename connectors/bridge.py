@@ -135,6 +135,8 @@ class Bridge:
         self.lane = lane
         self.acks = OrderedAcks(settings.bridge_max_inflight)
         self._window = threading.Condition()
+        self._due_acks: list[tuple[int, int]] = []  # (mid, qos) due, in order; guarded by _window
+        self._ack_order = threading.Lock()
         self.stopping = stopping or threading.Event()
         self.fatal: BaseException | None = None
         self.mqtt_connected = threading.Event()
@@ -196,6 +198,7 @@ class Bridge:
         with self._window:
             self._window.notify_all()
         self.producer.flush(timeout_s)
+        self._send_due_acks()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -209,7 +212,7 @@ class Bridge:
             log.warning("Kafka not reachable yet: %s", exc)
         while not self.stopping.is_set():
             if time.monotonic() - self._last_polled > IDLE_POLL_S:
-                self.producer.poll(IDLE_POLL_S)
+                self._serve_reports(IDLE_POLL_S)
             else:
                 self.stopping.wait(IDLE_POLL_S)  # the MQTT thread is serving them
 
@@ -273,6 +276,7 @@ class Bridge:
         self.metrics.connected.labels("mqtt").set(0)
         with self._window:
             dropped = self.acks.reconnected()
+            self._due_acks = []  # the broker redelivers those messages; their mids mean nothing now
             self._window.notify_all()
         if not self.stopping.is_set():
             log.warning("MQTT disconnected (%s); %d unacknowledged message(s) will be redelivered", reason, dropped)
@@ -334,8 +338,10 @@ class Bridge:
                 self._child(self.metrics.not_whitelisted, decision.prefix, decision.refused.reason).inc()
             self._dead_letter(decision, incoming, ticket, received)
         if received - self._last_polled >= SERVE_REPORTS_S:
-            self.producer.poll(0)  # delivery reports due by now: acks, and room in the window
+            self._serve_reports(0)  # delivery reports due by now: acks, and room in the window
             self._last_polled = time.monotonic()
+        elif self._due_acks:
+            self._send_due_acks()  # confirmed without Kafka (skipped), or while produce waited for room
 
     def _admit(self, message: mqtt.MQTTMessage) -> Ticket | None:
         """A ticket in the window of unconfirmed messages, waiting for room; None when stopping."""
@@ -386,14 +392,34 @@ class Bridge:
         self._confirm(sent.ticket)
 
     def _confirm(self, ticket: Ticket | None) -> None:
-        """A message is done with: its MQTT ack goes out once every earlier one's has."""
+        """A message is done with: its MQTT ack is due once every earlier one's is, and goes out
+        with the others due at the next :meth:`_send_due_acks`."""
         if ticket is None:
             return  # QoS 0: nothing to acknowledge
         with self._window:
             due = self.acks.confirm(ticket)
-            self._window.notify_all()
-        for mid, qos in due:
-            self.client.ack(mid, qos)
+            if due:
+                self._due_acks.extend(due)
+                self._window.notify_all()
+
+    def _send_due_acks(self) -> None:
+        """Every due ack, in order, QoS 1 ones in one write (``mqtt_reader.ack_many``): one per
+        delivery report served cost a ``send`` and a wake-up of paho's thread per message."""
+        with self._ack_order:  # both threads send acks: one at a time, so they leave in order
+            with self._window:
+                due, self._due_acks = self._due_acks, []
+            if not due:
+                return
+            if all(qos == 1 for _, qos in due):
+                self.client.ack_many([mid for mid, _ in due])
+                return
+            for mid, qos in due:  # QoS 2 among them (rare): paho's PUBCOMP, one by one, in order
+                self.client.ack(mid, qos)
+
+    def _serve_reports(self, timeout_s: float) -> None:
+        """Serve the producer's delivery reports, then send the acks they made due."""
+        self.producer.poll(timeout_s)
+        self._send_due_acks()
 
     def _undeliverable(self, sent: Sent, why: str) -> None:
         """Kafka or its client refused ``sent``'s record for good: its message goes on as a dead

@@ -18,12 +18,17 @@ how bytes become packets:
   and handed on with ``properties`` None; one with properties, and every QoS 2
   PUBLISH, goes through paho's own handling unchanged.
 
+It also acknowledges many QoS 1 messages at once (:meth:`ReadAheadClient.ack_many`):
+paho's ``ack`` queues one PUBACK per message, and in threaded mode each costs a write to
+its wake-up socket and a ``send`` of its own; one packet of many PUBACKs costs one each.
+
 What it takes from paho's internals, as paho 2.2.0's ``paho/mqtt/client.py``
-has them (two private methods replaced, eleven private members used):
+has them (two private methods replaced, twelve private members used):
 
 * overrides ``_packet_read`` (read what the socket holds, hand on each packet) and
   ``_handle_publish`` (the fast path; it falls back to paho's own through ``super()``);
-* calls ``_sock_recv`` (one ``recv``, through paho's TLS handling), ``_packet_handle``
+* calls ``_packet_queue`` (queue bytes for paho's writer: :meth:`ReadAheadClient.ack_many`),
+  ``_sock_recv`` (one ``recv``, through paho's TLS handling), ``_packet_handle``
   (paho's dispatch by packet type), ``_handle_on_message`` (paho's callbacks),
   ``_send_puback`` and ``_easy_log``;
 * reads ``_sock`` (the current connection), ``_protocol`` (MQTT 5 or not) and ``_manual_ack``;
@@ -46,7 +51,9 @@ read the list above in its source.
 
 from __future__ import annotations
 
+import struct
 import time
+from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTErrorCode, MQTTMessage
@@ -56,6 +63,9 @@ from guardstream.connectors.mqtt_wire import MalformedPacket, PacketBuffer, read
 
 # The paho releases whose client.py was read against the list of private members above.
 CHECKED_PAHO = ("2.2.0",)
+
+# A PUBACK of MQTT 3.1.1 and 5 without reason code or properties (3.4; 5's 3.4.2.1: success)
+_PUBACK = struct.Struct("!BBH")
 
 # One recv takes this much at most: about 500 telemetry messages, or a 16 KiB TLS record.
 READ_SIZE = 64 * 1024
@@ -126,3 +136,9 @@ class ReadAheadClient(mqtt.Client):
             return self._send_puback(publish.mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def ack_many(self, mids: Iterable[int]) -> MQTTErrorCode:
+        """PUBACKs for the QoS 1 messages ``mids``, in that order, queued as one write."""
+        data = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+        if not data:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._packet_queue(mqtt.PUBACK, data, 0, 0)

@@ -4,7 +4,9 @@
 ``/api/positions?guard=&from=&to=``      a guard's fixes in time order, keyset pages
                                          (``limit``, ``cursor``); with ``simplify_m`` and/or
                                          ``max_points`` the whole track, Douglas–Peucker
-``/api/alerts?status=&kind=&from=&to=``  alerts newest first with their action history, pages
+``/api/alerts?status=&kind=&from=&to=``  alerts newest first with their action history and
+                                         notifications, pages
+``/api/alerts/{id}/notifications``       what the notifier sent about one alert, to whom, when
 ``/api/fences/{id}/occupants``           the guards whose last fix is inside the fence
 ``/api/near?lat=&lon=&radius_m=``        the guards whose last fix is within the radius
 ``/api/openapi.json``                    the OpenAPI description of these
@@ -29,8 +31,8 @@ from websockets.http11 import Request, Response
 
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.auth import AuthRefused, Keys, Principal, token_from_request, verify
-from guardstream.gateway.history import (MAX_TRACK_POINTS, BadParameter, alert_query, encode_cursor, fence_id,
-                                         near_query, no_parameters, simplify_track, track_query)
+from guardstream.gateway.history import (MAX_TRACK_POINTS, BadParameter, alert_id, alert_query, encode_cursor,
+                                         fence_id, near_query, no_parameters, simplify_track, track_query)
 from guardstream.gateway.protocol import CLOSE_CODES
 from guardstream.gateway.store import Store, strip_keys
 from guardstream.timespec import iso
@@ -89,6 +91,10 @@ class HistoryApi:
             query = near_query(params)
             return 200, {"lat": query.lat, "lon": query.lon, "radius_m": query.radius_m,
                          "guards": await self.store.near(visible, query)}
+        if path.startswith("/api/alerts/") and path.endswith("/notifications"):
+            no_parameters(params)
+            alert = alert_id(unquote(path[len("/api/alerts/"):-len("/notifications")]))
+            return 200, {"alert_id": alert, "notifications": await self.store.notifications(visible, alert)}
         head, _, tail = path[len("/api/fences/"):].partition("/")
         if path.startswith("/api/fences/") and tail == "occupants":
             no_parameters(params)
@@ -147,11 +153,17 @@ OPENAPI: dict[str, Any] = {
             _param("from", "start (default -1h)", _TIME), _param("to", "end, exclusive (default now)", _TIME),
             *_PAGE, _param("simplify_m", "Douglas-Peucker tolerance in metres", {"type": "number"}),
             _param("max_points", "at most this many points (the tolerance grows to fit)", {"type": "integer"})]),
-        "/api/alerts": _get("Alerts of the token's tenants, newest first, with their action history", [
+        "/api/alerts": _get("Alerts of the token's tenants, newest first, with their action history and "
+                            "notifications", [
             _param("status", "open, new, acknowledged, resolved (comma-separated)", {"type": "string"}),
             _param("kind", "alert kind, e.g. PANIC", {"type": "string"}),
             _param("from", "start (default -7d)", _TIME), _param("to", "end, exclusive (default now)", _TIME),
             *_PAGE]),
+        "/api/alerts/{id}/notifications": _get(
+            "What the notifier sent about the alert: channel, recipient, address (a webhook's scheme and host "
+            "only), tier, status, attempts, held_reason, provider_response, planned_ms, held_ms, attempted_ms, "
+            "sent_ms; an alert of another tenant has none", [
+                _param("id", "the alert's event id", {"type": "string"}, required=True, where="path")]),
         "/api/fences/{id}/occupants": _get("Guards whose last fix is inside the fence", [
             _param("id", "fence id", {"type": "string"}, required=True, where="path")]),
         "/api/near": _get("Guards whose last fix is within radius_m of lat, lon", [

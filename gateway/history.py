@@ -18,8 +18,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import msgspec
+import numpy as np
 import shapely
 
 from guardstream.errors import InputError
@@ -226,47 +228,78 @@ def fence_id(text: str) -> str:
     return _identifier(text or None, "fence")
 
 
+def alert_id(text: str) -> str:
+    return _identifier(text or None, "alert")
+
+
+def shown_address(channel: str, address: str) -> str:
+    """A notification's address as the API shows it: an email address or a phone number whole; a
+    webhook URL as its scheme and host only, since the rest of it (a Slack-style path, a query
+    token, a user:password) is often the receiver's secret."""
+    if channel != "webhook":
+        return address
+    parts = urlsplit(address)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a port: nothing of it is shown
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}/…"
+
+
 def no_parameters(params: Params) -> None:
     _unknown(params, set())
 
 
 # -- tracks ----------------------------------------------------------------------------------
 
-def simplify_track(points: Sequence[tuple[int, float, float]], tolerance_m: float | None,
+def simplify_track(points: Sequence[tuple[int, float, float]] | np.ndarray, tolerance_m: float | None,
                    max_points: int | None) -> tuple[list[tuple[int, float, float]], float]:
     """Douglas–Peucker over (ts_ms, lat, lon) fixes in time order, in metres on a local flat
     projection. Returns the kept fixes (always the first and the last) and the tolerance used:
     ``tolerance_m``, or with a cap, the finest power-of-two fraction of the track's extent (down to
     ``tolerance_m``) that keeps at most ``max_points``."""
     tolerance = tolerance_m or 0.0
-    if len(points) <= 2 or (tolerance == 0.0 and (max_points is None or len(points) <= max_points)):
-        return list(points), tolerance
-    lat0 = math.radians(sum(lat for _, lat, _ in points) / len(points))
-    x_scale = _METRES_PER_DEGREE * math.cos(lat0)
+    table = np.asarray(points, dtype=float).reshape(-1, 3)  # a day of fixes: arrays, not 86,400 tuples
+    if len(table) <= 2 or (tolerance == 0.0 and (max_points is None or len(table) <= max_points)):
+        return _fixes(table), tolerance
+    lat0 = math.radians(float(table[:, 1].mean()))
     # z carries each fix's index through the simplification
-    coords = [(lon * x_scale, lat * _METRES_PER_DEGREE, float(i)) for i, (_, lat, lon) in enumerate(points)]
+    coords = np.column_stack((table[:, 2] * (_METRES_PER_DEGREE * math.cos(lat0)), table[:, 1] * _METRES_PER_DEGREE,
+                              np.arange(len(table), dtype=float)))
     line = shapely.linestrings(coords)
 
-    def kept_at(tolerance: float) -> list[tuple[int, float, float]]:
-        kept = shapely.get_coordinates(shapely.simplify(line, tolerance, preserve_topology=False), include_z=True)
-        return [points[int(z)] for z in kept[:, 2]]
+    def simplified(on: shapely.LineString, tolerance: float) -> shapely.LineString:
+        return shapely.simplify(on, tolerance, preserve_topology=False)
+
+    def fixes_of(kept: shapely.LineString) -> list[tuple[int, float, float]]:
+        return _fixes(table[shapely.get_coordinates(kept, include_z=True)[:, 2].astype(np.intp)])
 
     if max_points is None:
-        return kept_at(tolerance), tolerance
+        return fixes_of(simplified(line, tolerance)), tolerance
     # the finest extent / 2**k (k <= FINEST_HALVINGS, not below tolerance_m) that keeps at most
-    # max_points, by bisection over k: a handful of passes over the track, whatever its shape
+    # max_points, by bisection over k. Douglas–Peucker at a coarser tolerance splits where a finer
+    # one did and stops sooner, so run on a finer one's result it keeps exactly what it keeps run
+    # on the whole track: only the first pass (the finest) reads every fix, the others run on the
+    # finest result that did not fit, and a track that fits at the finest takes one pass.
     xmin, ymin, xmax, ymax = shapely.bounds(line)
     extent = max(math.hypot(xmax - xmin, ymax - ymin), tolerance, 1e-6)
     finest = FINEST_HALVINGS
     while finest > 0 and extent / 2 ** finest < tolerance:
         finest -= 1
-    fits, best = 0, kept_at(extent)  # the whole extent keeps the two ends only
-    low, high = 1, finest
+    base = simplified(line, extent / 2 ** finest)
+    if shapely.get_num_coordinates(base) <= max_points:
+        return fixes_of(base), extent / 2 ** finest
+    fits, best = 0, None  # the whole extent keeps the two ends only
+    low, high = 1, finest - 1
     while low <= high:
         k = (low + high) // 2
-        kept = kept_at(extent / 2 ** k)
-        if len(kept) <= max_points:
+        kept = simplified(base, extent / 2 ** k)
+        if shapely.get_num_coordinates(kept) <= max_points:
             fits, best, low = k, kept, k + 1
         else:
-            high = k - 1
-    return best, extent / 2 ** fits
+            base, high = kept, k - 1
+    return (_fixes(table[[0, -1]]) if best is None else fixes_of(best)), extent / 2 ** fits
+
+
+def _fixes(table: np.ndarray) -> list[tuple[int, float, float]]:
+    return [(int(ts), lat, lon) for ts, lat, lon in table.tolist()]

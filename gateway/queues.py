@@ -37,6 +37,7 @@ class Item:
     partition: int = -1
     offset: int = -1
     born_ms: int | None = None  # Kafka timestamp, for the delivery latency
+    frame: bytes = b""  # the WebSocket frame of payload, built once for every client that gets it
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from guardstream.gateway.auth import (SUBPROTOCOL, AuthRefused, Keys, Principal,
                                       parse_origins, token_from_request, verify)
 from guardstream.gateway.channels import authorise, delivery_channel, parse_channel, route
 from guardstream.gateway.feed import FEED_LANES, FEED_TOPICS, ActionWriter, PushFeed, ReplayReader
+from guardstream.gateway.frames import FrameWriter
 from guardstream.gateway.hub import Client, Hub, message_item
 from guardstream.gateway.metrics import GatewayMetrics
 from guardstream.gateway.protocol import (CLOSE_CODES, PONG, TP, Ack, ProtocolError, Subscribe, Unsubscribe,
@@ -98,7 +99,7 @@ class Gateway:
             self.metrics.refusals.labels(exc.reason).inc()
             await ws.close(CLOSE_CODES[exc.reason], exc.reason)
             return
-        client = Client(ws, principal, self.settings.gateway_queue_max, self.metrics)
+        client = Client(ws, principal, self.settings.gateway_queue_max, self.metrics, FrameWriter.of(ws))
         self.hub.add(client)
         self.metrics.connections_total.inc()
         pump = asyncio.create_task(client.pump())

@@ -10,21 +10,27 @@ query that fails for want of a server raises :class:`UnavailableError`
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import msgspec
+import numpy as np
+import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from guardstream.errors import GuardstreamError, UnavailableError
-from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery
+from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery, shown_address
 from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
 from guardstream.records import ACTION_STATUS
 
 POOL_SIZE = 4
+SNAPSHOTS_KEPT = 16  # scopes whose last snapshot is kept for reuse (a few MB each at 10,000 guards)
+SNAPSHOT_REUSE_S = 5.0  # and for how long: a bound, should anything but the sink ever write the tables
+TP = tuple[str, int]
 _json = msgspec.json.Encoder().encode
 CONNECT_TIMEOUT_S = 5
 _MS = "(extract(epoch FROM {0}) * 1000)::bigint"
@@ -58,10 +64,17 @@ SELECT {_POSITION_COLUMNS}, ts AS _ts FROM guard_positions
  WHERE device_id = %(guard)s AND {_VISIBLE} AND ts >= %(start)s AND ts < %(end)s
    AND (%(after)s::timestamptz IS NULL OR (ts, event_id) > (%(after)s::timestamptz, %(after_id)s::text))
  ORDER BY ts, event_id LIMIT %(limit)s"""
+# the points of a range as three packed arrays (timestamptz and float8 in their binary forms),
+# one row: an index-only scan on guard_positions_track, and no row or Python object per fix.
+# The three aggregates see the rows in one order, so the arrays line up; the order itself is
+# put right in numpy (points_of), not trusted to the subquery.
 _TRACK_POINTS = f"""
-SELECT {_MS.format("ts")} AS ts_ms, lat, lon FROM guard_positions
- WHERE device_id = %(guard)s AND {_VISIBLE} AND ts >= %(start)s AND ts < %(end)s
- ORDER BY ts, event_id LIMIT %(limit)s"""
+SELECT count(*), string_agg(timestamptz_send(ts), ''::bytea), string_agg(float8send(lat), ''::bytea),
+       string_agg(float8send(lon), ''::bytea) FROM (
+    SELECT ts, lat, lon FROM guard_positions
+     WHERE device_id = %(guard)s AND {_VISIBLE} AND ts >= %(start)s AND ts < %(end)s
+     ORDER BY ts, event_id LIMIT %(limit)s) t"""
+_PG_EPOCH_MS = 946_684_800_000  # 2000-01-01, where PostgreSQL's binary timestamps count microseconds from
 _ALERT_PAGE = f"""
 SELECT {_ALERT_COLUMNS}, ts AS _ts FROM device_alerts
  WHERE {_VISIBLE} AND status = ANY(%(statuses)s) AND (%(kind)s::text IS NULL OR kind = %(kind)s)
@@ -71,6 +84,13 @@ SELECT {_ALERT_COLUMNS}, ts AS _ts FROM device_alerts
 _ACTIONS_OF = f"""
 SELECT action_id, alert_event_id, status, actor, ts_ms, note FROM alert_action_log
  WHERE alert_event_id = ANY(%(ids)s) AND {_VISIBLE} ORDER BY ts_ms, action_id"""
+# what the notifier sent about each alert (table notifications, migration 0003), in the order it was planned
+_NOTIFICATIONS_OF = f"""
+SELECT alert_id, channel, recipient, address, tier, status, attempts, held_reason, provider_response,
+       {_MS.format("created_at")} AS planned_ms, {_MS.format("held_at")} AS held_ms,
+       {_MS.format("claimed_at")} AS attempted_ms, {_MS.format("sent_at")} AS sent_ms
+  FROM notifications
+ WHERE alert_id = ANY(%(ids)s) AND {_VISIBLE} ORDER BY alert_id, tier, created_at, channel, recipient"""
 _FENCE = f"SELECT fence_id, tenant, name, kind FROM geofences WHERE fence_id = %(fence)s AND NOT deleted AND {_VISIBLE}"
 _OCCUPANTS = f"""
 SELECT {_POSITION_COLUMNS} FROM guard_last_positions
@@ -97,6 +117,7 @@ class Store:
         self._url = database_url
         self._idle: list[psycopg.AsyncConnection] = []
         self._slots = asyncio.Semaphore(size)
+        self._snapshots: OrderedDict[Scope, tuple[float, Snapshot]] = OrderedDict()  # when taken, what
 
     async def close(self) -> None:
         while self._idle:
@@ -131,22 +152,23 @@ class Store:
     # -- snapshot ------------------------------------------------------------------------
 
     async def snapshot(self, scope: Scope) -> Snapshot:
-        params = {"noc": scope.visible is None, "visible": sorted(scope.visible or ()),
-                  "every": scope.alert_tenants is None, "alert_tenants": sorted(scope.alert_tenants or ()),
-                  "position_tenants": sorted(scope.position_tenants), "device_ids": sorted(scope.devices),
-                  "open": list(OPEN_STATUSES)}
+        """The present state of ``scope``. The sink is the only writer of the tables a snapshot
+        reads and moves ``sink_positions`` in the same transaction, so while those positions stand
+        still the tables do too: a snapshot taken at the same positions is served again (a reload
+        storm, a second screen) for at most ``SNAPSHOT_REUSE_S``, after one small read."""
         async with self._connection() as conn:
-            # one MVCC snapshot for the positions and every table: the rows are exactly those below them
-            async with conn.transaction():
-                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
-                reflected = {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
-                actions = await (await conn.execute(_shape(_SNAPSHOT_ACTIONS, params), params)).fetchall()
-                async with conn.cursor(row_factory=tuple_row) as rows:
-                    alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
-                    positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
-        parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
-        return Snapshot(reflected, alerts, parked, positions)
+            now = time.monotonic()
+            cached = self._snapshots.get(scope)
+            if cached is not None and now - cached[0] <= SNAPSHOT_REUSE_S:
+                if await _sink_positions(conn) == cached[1].reflected:
+                    self._snapshots.move_to_end(scope)
+                    return cached[1]
+            snapshot = await _snapshot(conn, scope)
+        self._snapshots[scope] = (now, snapshot)
+        self._snapshots.move_to_end(scope)
+        while len(self._snapshots) > SNAPSHOTS_KEPT:
+            self._snapshots.popitem(last=False)
+        return snapshot
 
     # -- history ---------------------------------------------------------------------------
 
@@ -166,16 +188,15 @@ class Store:
             "after": after.ts if after else None, "after_id": after.event_id if after else None})
         return Page(rows[:query.limit], len(rows) > query.limit)
 
-    async def track_points(self, visible: frozenset[str] | None, query: TrackQuery,
-                           cap: int) -> list[tuple[int, float, float]]:
-        """(ts_ms, lat, lon) of the whole range, at most ``cap`` + 1 of them."""
+    async def track_points(self, visible: frozenset[str] | None, query: TrackQuery, cap: int) -> np.ndarray:
+        """The whole range as rows of (ts_ms, lat, lon), in time order, at most ``cap`` + 1 of them."""
         visible = await self._guard_tenants(visible, query.guard)
         params = _visible(visible) | {"guard": query.guard, "start": query.start, "end": query.end, "limit": cap + 1}
         async with self._connection() as conn:
-            # tuples in binary: a day at 1 fix/s is 86,400 rows, parsed a third faster than as text dicts
             async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
                 await cur.execute(_shape(_TRACK_POINTS, params), params)
-                return await cur.fetchall()
+                row = await cur.fetchone()
+        return points_of(*row) if row is not None else points_of(0, None, None, None)
 
     async def alert_page(self, visible: frozenset[str] | None, query: AlertQuery) -> Page:
         after = query.cursor
@@ -192,9 +213,26 @@ class Store:
             actions: dict[str, list[dict[str, Any]]] = {}
             for action in await cur.fetchall():
                 actions.setdefault(action.pop("alert_event_id"), []).append(action)
+            sent = await self._notifications_of(conn, ids)
         for row in page:
             row["actions"] = actions.get(row["event_id"], [])
+            row["notifications"] = sent.get(row["event_id"], [])
         return Page(page, len(rows) > query.limit)
+
+    async def notifications(self, visible: frozenset[str] | None, alert_id: str) -> list[dict[str, Any]]:
+        """What was sent to whom about one alert; [] for an alert of a tenant the token does not see."""
+        async with self._connection() as conn:
+            return (await self._notifications_of(conn, _visible(visible) | {"ids": [alert_id]})).get(alert_id, [])
+
+    @staticmethod
+    async def _notifications_of(conn: psycopg.AsyncConnection,
+                                params: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        cur = await conn.execute(_shape(_NOTIFICATIONS_OF, params), params)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in await cur.fetchall():
+            row["address"] = shown_address(row["channel"], row["address"])
+            out.setdefault(row.pop("alert_id"), []).append(row)
+        return out
 
     async def occupants(self, visible: frozenset[str] | None, fence_id: str) -> tuple[dict[str, Any] | None,
                                                                                      list[dict[str, Any]]]:
@@ -252,6 +290,42 @@ def _parked_action(row: dict[str, Any]) -> dict[str, Any]:
     return {"action_id": row["action_id"], "tenant": row["tenant"], "alert_event_id": row["alert_event_id"],
             "action": _ACTION_OF_STATUS.get(row["status"], row["status"]), "actor": row["actor"], "ts_ms": row["ts_ms"],
             "note": row["note"]}
+
+
+async def _sink_positions(conn: psycopg.AsyncConnection) -> dict[TP, int]:
+    cur = await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in await cur.fetchall()}
+
+
+async def _snapshot(conn: psycopg.AsyncConnection, scope: Scope) -> Snapshot:
+    params = {"noc": scope.visible is None, "visible": sorted(scope.visible or ()),
+              "every": scope.alert_tenants is None, "alert_tenants": sorted(scope.alert_tenants or ()),
+              "position_tenants": sorted(scope.position_tenants), "device_ids": sorted(scope.devices),
+              "open": list(OPEN_STATUSES)}
+    # one MVCC snapshot for the positions and every table: the rows are exactly those below them
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        reflected = await _sink_positions(conn)
+        actions = await (await conn.execute(_shape(_SNAPSHOT_ACTIONS, params), params)).fetchall()
+        async with conn.cursor(row_factory=tuple_row) as rows:
+            alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
+            positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
+    parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
+    return Snapshot(reflected, alerts, parked, positions)
+
+
+def points_of(count: int, ts: bytes | None, lat: bytes | None, lon: bytes | None) -> np.ndarray:
+    """(count, 3) float64 rows of (ts_ms, lat, lon), sorted by time, from the packed columns of
+    ``_TRACK_POINTS`` (big-endian int64 microseconds since 2000, float8, float8)."""
+    if not count:
+        return np.empty((0, 3))
+    points = np.empty((count, 3))
+    points[:, 0] = np.frombuffer(ts, ">i8") // 1000 + _PG_EPOCH_MS
+    points[:, 1] = np.frombuffer(lat, ">f8")
+    points[:, 2] = np.frombuffer(lon, ">f8")
+    if count > 1 and not bool(np.all(points[1:, 0] >= points[:-1, 0])):
+        points = points[np.argsort(points[:, 0], kind="stable")]
+    return points
 
 
 def strip_keys(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

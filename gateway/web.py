@@ -10,7 +10,7 @@ that is not a WebSocket upgrade is answered here:
                        (``?token=`` or ``Authorization: Bearer``); read from the
                        compacted geofences topic (:func:`read_fences`), cached for
                        :data:`FENCES_TTL_S`
-``/api/...``           the history API (``api.py``): tracks, alerts, fence occupants,
+``/api/...``           the history API (``api.py``): tracks, alerts and their notifications, fence occupants,
                        guards near a point; ``/api/openapi.json`` describes it
 ``/healthz``           200 while the process runs
 ``/readyz``            200 when the push consumer runs, 503 otherwise

@@ -1,7 +1,8 @@
 """``guardstream up``: the whole pipeline on one machine, with one command.
 
 Kafka (the embedded tansu broker, memory only: its topics start empty, and the
-fences come back from PostgreSQL, see :mod:`guardstream.infra.restore`), MQTT
+fences, the device registry and the workers' geofence state come back from PostgreSQL,
+see :mod:`guardstream.infra.restore`), MQTT
 (mosquitto when on PATH, else amqtt) and PostgreSQL (pgserver, data under the state directory) are
 started unless the environment already points at servers of one's own
 (``KAFKA_BOOTSTRAP_SERVERS``, ``MQTT_URL``, ``DATABASE_URL``). Then topics and
@@ -104,10 +105,15 @@ def kafka_answers(bootstrap: str) -> bool:
 # -- the three servers ---------------------------------------------------------------
 
 # The broker's storage. The tansu build we ship has two engines: memory and S3. Its S3 engine
-# allocates offsets with conditional PUTs (If-None-Match / If-Match); of the S3 servers a registry
-# installs, s3rver (npm) keeps data on disk but ignores those conditions, so concurrent producers
-# overwrite each other's batches (bench/broker_storage.py: 70-75 % lost), and moto honours them
-# but keeps everything in memory. So memory it is, and up restores the fences (infra/restore.py).
+# allocates offsets with conditional PUTs (If-None-Match / If-Match). s3rver (npm) keeps data on
+# disk but ignores those conditions (concurrent producers overwrite each other's batches:
+# bench/broker_storage.py, 70-75 % lost); moto checks them apart from the write (9,266 of 12,000
+# kept with four producers); infra/s3_disk.py (moto, writes serialised and mirrored to disk) kept
+# all 12,000, and again after a restart. But with it under `up` the worker stopped reading
+# raw.guard after 209 of 2,209 fixes at 200/s (restarting the worker did not help), the broker
+# reported 2,060 as the end of a partition holding 2,200 (and 1 for 12,000 in the bench), and a
+# send costs 4-14 ms at p50 against 0.1 ms. So memory it is, and up restores what PostgreSQL holds
+# (infra/restore.py). The README's "local stack" section has the figures.
 MEMORY_STORAGE = "memory://tansu/"
 
 
@@ -366,7 +372,8 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
 
 def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool) -> None:
     """The embedded broker started empty (at ``up``, or restarted after it died): the topics when
-    ``apply_topics`` (``up`` applied them already), then the fences from PostgreSQL."""
+    ``apply_topics`` (``up`` applied them already), then the fences, the device registry and the
+    workers' geofence state from PostgreSQL."""
     from guardstream.infra import restore, topics
     if apply_topics:
         wait_until(lambda: kafka_answers(settings.kafka_bootstrap_servers), 20, "Kafka")
@@ -378,6 +385,10 @@ def _refill_kafka(settings: Settings, supervisor: Supervisor, apply_topics: bool
     registered = restore.restore_devices(settings)
     if registered:
         supervisor.log("up", f"devices: restored {registered} from PostgreSQL into the empty registry topic")
+    states = restore.restore_geofence_state(settings)
+    if states:
+        supervisor.log("up", f"worker state: restored who is inside which fence for {states} device(s) "
+                             "from PostgreSQL into the empty changelog")
     if apply_topics:
         supervisor.log("up", "restarting the components against the new broker")
 

@@ -21,7 +21,7 @@ import httpx
 from pywebpush import WebPushException, webpush
 
 from guardstream.errors import UnavailableError
-from guardstream.notifier.messages import (Notice, email_message, push_payload, push_topic, sms_text, webhook_body,
+from guardstream.notifier.messages import (IDEMPOTENCY_HEADER, Notice, email_message, push_payload, push_topic, sms_text, webhook_body,
                                            webhook_headers)
 from guardstream.notifier.store import PushBook
 from guardstream.settings import Settings
@@ -117,8 +117,10 @@ class SmsSender:
 
     def __call__(self, notice: Notice) -> str:
         form = {"To": notice.address, "From": self.sender, "Body": sms_text(notice)}
+        # The form-POST shape has no field for a key; the header is what providers that drop repeats read.
         try:
-            response = self.client.post(self.url, data=form, auth=(self.account, self.token))
+            response = self.client.post(self.url, data=form, auth=(self.account, self.token),
+                                        headers={IDEMPOTENCY_HEADER: notice.key})
         except httpx.HTTPError as exc:
             raise SendFailed(f"SMS provider: {type(exc).__name__}: {exc}", permanent=False) from exc
         return _http_outcome(response)

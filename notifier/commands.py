@@ -122,7 +122,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
             rows.append([channel, name, address, "not configured"])
             continue
         try:
-            outcome = "sent: " + configured[channel](Notice(alert, name, address, 1, dashboard, test=True))
+            outcome = "sent: " + configured[channel](Notice(alert, channel, name, address, 1, dashboard, test=True))
         except SendFailed as exc:
             failed += 1
             outcome = f"FAILED: {exc.detail}"

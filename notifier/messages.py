@@ -1,5 +1,10 @@
 """What a notification says, per channel; pure: an alert and a notification in, text and bytes out.
 
+Every message of a notification carries its idempotency key (:func:`idempotency_key`), the same
+on every attempt and after a restart: the webhook's and the SMS request's ``Idempotency-Key``
+header, the email's Message-ID and ``Idempotency-Key`` header, the Web Push ``Topic``. A
+receiver that keeps the keys it has seen drops a repeated send.
+
 The webhook body is JSON signed with HMAC-SHA256 over ``"<timestamp>.<body>"``: a receiver
 recomputes it with the shared secret and refuses a timestamp older than a few minutes, so a
 captured request cannot be replayed later (the scheme Stripe and Slack use).
@@ -29,6 +34,7 @@ class Notice:
     """One notification to write: its alert, whom, which tier, and the dashboard's address."""
 
     alert: Alert
+    channel: str
     recipient: str
     address: str
     tier: int
@@ -38,7 +44,7 @@ class Notice:
     @property
     def key(self) -> str:
         """The notification's idempotency key, the same on every attempt."""
-        return f"{self.alert.event_id}:{self.recipient}:{self.tier}"
+        return idempotency_key(self.alert.event_id, self.channel, self.recipient, self.tier)
 
     @property
     def link(self) -> str:
@@ -50,6 +56,14 @@ class Notice:
         escalated = f" (escalation tier {self.tier})" if self.tier > 1 else ""
         where = f" at {self.alert.site}" if self.alert.site else ""
         return f"{prefix}{self.alert.severity} {self.alert.kind}: {self.alert.device_id}{where}{escalated}"
+
+
+def idempotency_key(alert_id: str, channel: str, recipient: str, tier: int) -> str:
+    """``gs-`` and 40 hex digits of SHA-256 over the notification's identity (the unique key of the
+    ``notifications`` table): derived, so every attempt of every process sends the same; within what
+    providers that take a key accept (``[A-Za-z0-9_:-]``, at most 255); no name or address in clear."""
+    identity = "\n".join((alert_id, channel, recipient, str(tier))).encode()
+    return "gs-" + hashlib.sha256(identity).hexdigest()[:40]
 
 
 def _when(ts_ms: int) -> str:
@@ -69,12 +83,13 @@ def _facts(notice: Notice) -> list[tuple[str, str]]:
 
 
 def email_message(notice: Notice, sender: str) -> EmailMessage:
-    """Plain text and HTML alternatives; the Message-ID is derived from the idempotency key."""
+    """Plain text and HTML alternatives; the Message-ID is the idempotency key's, so a repeat is the same
+    message to a mail store that drops duplicates by Message-ID."""
     message = EmailMessage()
     message["Subject"] = notice.headline
     message["From"] = sender
     message["To"] = notice.address
-    message["Message-ID"] = f"<{hashlib.sha256(notice.key.encode()).hexdigest()[:32]}@guardstream>"
+    message["Message-ID"] = f"<{notice.key}@guardstream>"
     message["X-Guardstream-Alert"] = notice.alert.event_id
     message[IDEMPOTENCY_HEADER] = notice.key
     facts = _facts(notice)

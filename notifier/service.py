@@ -278,7 +278,7 @@ class ChannelSender:
                     self.shared.metrics.held.labels(self.channel, HELD_RATE).inc()
                     return True
                 attempt = store.claim(conn, row.id)
-        notice = Notice(row.alert, row.recipient, row.address, row.tier, self.shared.dashboard_url)
+        notice = Notice(row.alert, row.channel, row.recipient, row.address, row.tier, self.shared.dashboard_url)
         started = time.monotonic()
         try:
             response = self.send(notice)

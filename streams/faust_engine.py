@@ -24,7 +24,13 @@ comes from five raw topics (the changelog key names the raw topic, the
 partition is the raw record's). Both engines read and write the same
 changelog, so a deployment can switch engine without losing state.
 
-What differs from the batch engine (README, "Two engines"): both lanes share
+As on the batch engine, the silent-device timer runs ``rules.silent_check``: devices
+silent past ``GUARDSTREAM_WORKER_DEVICE_HORIZON_S`` are forgotten and their state
+tombstoned in the changelog; and an event Kafka refuses for good (over the request
+size, or a broker answer no retry changes) goes on as a ``produce_refused`` dead letter.
+
+What differs from the batch engine (README, "Two engines"): at least once only
+(``GUARDSTREAM_WORKER_EXACTLY_ONCE`` is refused at start); both lanes share
 one consumer, so a full bulk stream buffer can hold back raw.alert's fetches;
 the engine has a consumer group of its own, moved at start to where the batch
 engine's groups committed when they are further on (run one engine at a
@@ -37,6 +43,7 @@ taken; PLAINTEXT brokers only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -45,6 +52,8 @@ import time
 from typing import Any
 
 import faust
+from faust.exceptions import ProducerSendError
+from aiokafka.errors import BrokerResponseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from guardstream.catalog import TOPICS
@@ -56,26 +65,34 @@ from guardstream.settings import Settings
 from guardstream.streams.device_feed import DeviceFeed
 from guardstream.streams.fences import FenceFeed
 from guardstream.streams.metrics import WorkerMetrics
-from guardstream.streams.outputs import count, out_records, stage_changes
+from guardstream.streams.outputs import OutRecord, count, is_event, out_records, refused_letter, stage_changes
 from guardstream.streams.pipeline import RawRecord, State, process
 from guardstream.streams.routing import emit_for
-from guardstream.streams.rules import load_rules, silent_devices
+from guardstream.streams.rules import load_rules, silent_check
 from guardstream.streams.state_store import StateStore
 from guardstream.streams.validation import Policy
-from guardstream.streams.worker import GROUP, SILENT_CHECK_S, Lane, lanes, now_ms, params_from
+from guardstream.streams.worker import GROUP, SILENT_CHECK_S, Lane, check_horizon, lanes, now_ms, params_from
 
 log = logging.getLogger("guardstream.worker")
 FAUST_GROUP = f"{GROUP}-faust"  # not the batch engine's groups: see continue_from_batch_engine
 
-# Tuning, measured with bench/stream_worker.py on a loaded 2-core machine: CPU µs per event
-# of this engine, the alternatives run in the same series (README, "Two engines"):
-STREAM_BUFFER_MAXSIZE = 16384  # Faust's default 4096: no difference beyond the noise (233-302 against 258 µs)
-PRODUCER_LINGER_MS = 20  # 283 µs against 301-316 at 5 and 334 at 0; costs an output up to 20 ms
+# Tuning, measured with ``bench/stream_worker.py --faust-tuning`` (each alternative against these, one at a
+# time, in the same run; README, "Two engines", has the figures): none beat these beyond the noise.
+STREAM_BUFFER_MAXSIZE = 16384  # Faust's default 4096 and 65536: no better (213-282 and 214-287 µs against 199-239)
+PRODUCER_LINGER_MS = 20  # 5 ms and 50 ms: no better (232-287, 247-279 µs); costs an output up to 20 ms
 COMMIT_INTERVAL_S = 1.0  # Faust's default 2.8 s; shorter: less to replay after a crash, state written oftener
 # uncompressed: 223-239 µs against 294-295 with lz4 (the batch engine's, compressed in librdkafka);
 # reading the bridge's lz4 batches needs aiokafka's lz4 extra all the same
 PRODUCER_COMPRESSION = None
-USE_UVLOOP = True  # when uvloop is installed (the ``faust`` extra): 301-316 µs against 354-356 without
+STREAM_WAIT_EMPTY = True  # a rebalance waits for the batch in hand (Faust's default)
+USE_UVLOOP = True  # when installed (the ``faust`` extra): without it 259-319 µs against 199-239 with
+
+
+# Faust's own exactly_once (processing_guarantee) puts a write in the transaction of the partition
+# it goes to among the topics the app consumes (its TransactionManager.send); the worker's events,
+# dead letters and changelog are none of them. README, "Two engines".
+EXACTLY_ONCE_REFUSED = ("GUARDSTREAM_WORKER_ENGINE=faust is at least once only (Faust's exactly_once covers "
+                        "no topic the app does not consume): exactly once needs GUARDSTREAM_WORKER_ENGINE=batch")
 
 
 def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
@@ -83,6 +100,8 @@ def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
     if settings.kafka_security_protocol != "plaintext":
         raise ConfigError("KAFKA_SECURITY_PROTOCOL",
                           "the faust engine speaks PLAINTEXT only: use GUARDSTREAM_WORKER_ENGINE=batch")
+    if settings.worker_exactly_once:
+        raise ConfigError("GUARDSTREAM_WORKER_EXACTLY_ONCE", EXACTLY_ONCE_REFUSED)
     session_ms, heartbeat_ms = session_timeouts(settings)
     return {
         "broker": [f"kafka://{hp.strip()}" for hp in settings.kafka_bootstrap_servers.split(",")],
@@ -94,7 +113,7 @@ def app_config(settings: Settings, datadir: str) -> dict[str, Any]:
         # not even its leader-election topic
         "topic_allow_declare": False, "topic_disable_leader": True,
         "stream_buffer_maxsize": STREAM_BUFFER_MAXSIZE,
-        "stream_wait_empty": True,  # a rebalance waits for the batch in hand
+        "stream_wait_empty": STREAM_WAIT_EMPTY,
         "producer_linger_ms": PRODUCER_LINGER_MS, "producer_acks": -1,
         "producer_compression_type": PRODUCER_COMPRESSION,
         "web_enabled": False,  # /metrics, /healthz and /readyz are guardstream's own (observability.serve)
@@ -155,6 +174,13 @@ def written(future: asyncio.Future) -> None:
         os._exit(1)
 
 
+def refused(error: BaseException | None) -> bool:
+    """Kafka refused this record for good (too large, invalid ...): a broker answer that retrying
+    cannot change, or the producer's own size check. Retries are the client's; anything else is final
+    for the process, not for the record."""
+    return isinstance(error, BrokerResponseError) and not error.retriable
+
+
 def raw_record(event: Any) -> RawRecord:
     m = event.message
     return RawRecord(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ()),
@@ -169,6 +195,7 @@ class FaustLane:
         self.app, self.settings, self.codec, self.metrics, self.lane = app, settings, codec, metrics, lane
         self.fences, self.devices = fences, devices
         self.rules = load_rules(settings.rules_file)
+        self.horizon_ms = check_horizon(settings.worker_device_horizon_s, self.rules)
         self.params = params_from(settings)
         self.store = StateStore(settings, None)
         self.state = State(fences=fences.index, devices=self.store.values["geofence"],
@@ -205,11 +232,44 @@ class FaustLane:
         self.state.fences = self.fences.index
         policy = Policy(now_ms=now_ms(), default_tenant=self.settings.tenant_default)
         outcome = process(records, self.state, policy, self.rules, self.params, removed, self.devices.registry)
-        send = self.app.producer.send
         for out in out_records(outcome, self.codec, policy.now_ms):
-            (await send(out.topic, out.key, out.value, None, None, out.headers)).add_done_callback(written)
+            await self.send_out(out.topic, out.value, out.key, out.headers)
         stage_changes(self.store, outcome, records)  # to the changelog at the next commit (CheckpointSensor)
         count(self.metrics, self.store, outcome, records, started, now_ms())
+        self.metrics.registry_devices.set(len(self.devices.registry.entries))
+
+    async def send_out(self, topic: str, value: bytes, key: bytes | None, headers: list | None = None) -> None:
+        """Hand one output to the producer. An event Kafka refuses for good, before it is queued (over
+        the request size) or when the broker answers, goes on as a dead letter (``produce_refused``)."""
+        try:
+            sent = await self.app.producer.send(topic, key, value, None, None, headers)
+        except ProducerSendError as exc:
+            if not (is_event(topic) and refused(exc.__cause__)):
+                raise
+            await self.send_out(*self.refused_output(topic, value, key, exc.__cause__))
+            return
+        if is_event(topic):
+            sent.add_done_callback(functools.partial(self._delivered, topic, value, key))
+        else:
+            sent.add_done_callback(written)
+
+    def _delivered(self, topic: str, value: bytes, key: bytes | None, future: asyncio.Future) -> None:
+        error = None if future.cancelled() else future.exception()
+        if error is None or not refused(error):
+            written(future)
+            return
+        # the dead letter follows on the producer's buffer; Faust's commit that flushes it may
+        # already be under way (README, "Two engines")
+        letter = self.refused_output(topic, value, key, error)
+        message = self.app.topic(letter.topic).as_future_message(key=letter.key, value=letter.value,
+                                                                 headers=letter.headers)
+        message.add_done_callback(written)
+        self.app.producer.send_soon(message)
+
+    def refused_output(self, topic: str, value: bytes, key: bytes | None, error: BaseException) -> OutRecord:
+        log.warning("Kafka refused an event for %s: %r; sending it on as a dead letter", topic, error)
+        self.metrics.dead_letters.labels("produce_refused").inc()
+        return refused_letter(self.codec, topic, value, key, repr(error), now_ms())
 
     def write_staged(self, state_topic: Any) -> None:
         """Hand every staged state change to the producer's buffer (Faust's commit flushes it)."""
@@ -218,14 +278,26 @@ class FaustLane:
             message.add_done_callback(written)
             self.app.producer.send_soon(message)
 
+    def registered(self) -> frozenset[str]:
+        """Devices watched however long they are silent: the registry's enabled ones."""
+        return frozenset(device for device, entry in self.devices.registry.entries.items() if entry.enabled)
+
     async def check_silent(self) -> None:
-        alerts = silent_devices(self.state.last_seen, now_ms(), self._alerted, self.rules)
-        for alert in alerts:
-            self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
-            emit = emit_for(DEVICE_ALERT, alert)
-            sent = await self.app.producer.send(emit.topic, emit.key.encode(),
-                                                self.codec.encode(emit.schema, emit.value), None, None, None)
+        """The batch engine's check (``rules.silent_check``): devices past the horizon forgotten and
+        their state tombstoned in the changelog, DEVICE_SILENT alerts for the rest."""
+        check = silent_check(self.state.last_seen, now_ms(), self._alerted, self.horizon_ms, self.registered(),
+                             self.rules)
+        for device in check.forgotten:
+            del self.state.last_seen[device]
+            self._alerted.pop(device, None)
+        for key, value, partition in self.store.drop(check.forgotten):
+            sent = await self.app.producer.send(TOPICS.worker_state.name, key, value, partition, None, None)
             sent.add_done_callback(written)
+        self.metrics.devices.labels("last_seen").set(len(self.state.last_seen))
+        self._alerted.update(check.alerted)
+        for alert in check.alerts:
+            emit = emit_for(DEVICE_ALERT, alert)
+            await self.send_out(emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
 
 
 class CheckpointSensor(faust.Sensor):
@@ -294,6 +366,7 @@ def run(settings: Settings) -> int:
     from guardstream.observability import all_ready, serve
     from guardstream.schemas.registry import registry_from_settings
 
+    app_config(settings, tempfile.gettempdir())  # refuses what this engine cannot do before anything starts
     metrics = WorkerMetrics.create()
     codec = Codec(registry_from_settings(settings))
     failed: list[BaseException] = []

@@ -23,6 +23,9 @@ from guardstream.streams.pipeline import Outcome, RawRecord
 from guardstream.streams.state_store import StateStore
 
 
+EVENT_TOPICS = frozenset(t.name for t in TOPICS.events())
+
+
 class OutRecord(NamedTuple):
     topic: str
     value: bytes
@@ -39,6 +42,20 @@ def out_records(outcome: Outcome, codec: Codec, now_ms: int) -> Iterator[OutReco
         letter, headers = dead_letter("validate", refused.reason, refused.detail,
                                       Source(r.topic, r.partition, r.offset, r.key), r.value or b"", now_ms)
         yield OutRecord(TOPICS.dlq_validate.name, codec.encode(DEAD_LETTER, letter), r.key, headers)
+
+
+def refused_letter(codec: Codec, topic: str, value: bytes | None, key: bytes | None, why: str,
+                   now_ms: int) -> OutRecord:
+    """The dead letter (stage ``route``, reason ``produce_refused``) written in place of an event
+    Kafka refused for good: one record never stops a lane."""
+    letter, headers = dead_letter("route", "produce_refused", f"Kafka refused the event for {topic}: {why}",
+                                  Source(topic, key=key), value or b"", now_ms)
+    return OutRecord(TOPICS.dlq_validate.name, codec.encode(DEAD_LETTER, letter), key, headers)
+
+
+def is_event(topic: str) -> bool:
+    """An output that may become a dead letter when Kafka refuses it: not state, not a dead letter."""
+    return topic in EVENT_TOPICS
 
 
 def stage_changes(store: StateStore, outcome: Outcome, records: list[RawRecord]) -> None:

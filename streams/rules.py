@@ -6,16 +6,16 @@
                       temperature_c, > above_c
     smoke             SMOKE reading with a detected state or value > 0  a SMOKE reading without smoke
     system_degraded   SystemHealth status changes to one of statuses   (fires on every such change)
-    device_silent     no event for after_minutes: ``silent_devices``,  the device is heard again
-                      called by the agent from a timer
+    device_silent     no event for after_minutes: ``silent_check``,    the device is heard again
+                      called by either worker engine from a timer
 
 Thresholds and severities come from ``rules_default.toml`` beside this module,
 overridden key by key by the file given to ``load_rules``. Alerts that devices
 send themselves (panic, SOS ...) are not rules: they pass through with their own
 severity, so ``evaluate`` raises nothing for a DeviceAlert.
 
-``RuleState`` is the state of one device (the agent keeps a table keyed by
-device id) and turns into JSON and back. Every alert is a complete
+``RuleState`` is the state of one device (the worker keeps one per device id,
+in memory and in the worker-state changelog) and turns into JSON and back. Every alert is a complete
 guardstream.DeviceAlert record whose ``event_id`` is a UUIDv5 of the cause's
 event_id and the rule name: replaying a topic raises alerts with the same ids,
 which the sink's unique key then drops.
@@ -344,3 +344,25 @@ def forgotten_devices(last_seen: Mapping[str, tuple[str, int]], now_ms: int, hor
     """
     return [device for device, (_, last_ms) in last_seen.items()
             if now_ms - last_ms >= horizon_ms and device not in registered]
+
+
+@dataclass(frozen=True)
+class SilentCheck:
+    """What one run of the silent-device check decided: devices to forget, alerts to send."""
+
+    forgotten: list[str]  # drop from last_seen and the alerted marks, evict their state
+    alerts: Alerts  # DEVICE_SILENT alerts, in device order
+    alerted: dict[str, int]  # device -> the last-seen ms it is now alerted for (the caller's marks to set)
+
+
+def silent_check(last_seen: Mapping[str, tuple[str, int]], now_ms: int, already_alerted: Mapping[str, int],
+                 horizon_ms: int, registered: Collection[str] = (), rules: Rules | None = None) -> SilentCheck:
+    """The silent-device check of both worker engines, over plain data: who is forgotten
+    (:func:`forgotten_devices`), then who of the rest is silent (:func:`silent_devices`).
+
+    Changes nothing: the caller applies the result (forgets, evicts, marks, sends)."""
+    forgotten = forgotten_devices(last_seen, now_ms, horizon_ms, registered)
+    gone = set(forgotten)
+    watched = {device: seen for device, seen in last_seen.items() if device not in gone} if gone else last_seen
+    alerts = silent_devices(watched, now_ms, already_alerted, rules)
+    return SilentCheck(forgotten, alerts, {a["device_id"]: watched[a["device_id"]][1] for a in alerts})

@@ -88,17 +88,23 @@ class StateStore:
     def evict(self, devices: Iterable[str], on_delivery: Callable[[Any, Any], None] | None = None) -> int:
         """Drop the state of ``devices`` here and in the changelog (a tombstone per store entry, which
         :meth:`restore` reads as gone); returns how many tombstones were written."""
-        written = 0
+        tombstones = self.drop(devices)
+        for key, _, partition in tombstones:
+            produce(self.producer, self.topic, None, key, partition=partition, on_delivery=on_delivery)
+        return len(tombstones)
+
+    def drop(self, devices: Iterable[str]) -> list[tuple[bytes, None, int]]:
+        """Drop the state of ``devices`` here; the changelog tombstones (key, None, partition) that
+        drop it there too, for the caller to write (:meth:`evict` writes them itself)."""
+        tombstones: list[tuple[bytes, None, int]] = []
         for device in devices:
             for store in STORES:
                 self.values[store].pop(device, None)
                 self._staged.discard((store, device))
                 origin = self.origin.pop((store, device), None)
                 if origin is not None:
-                    produce(self.producer, self.topic, None, changelog_key(store, origin[0], device),
-                            partition=origin[1], on_delivery=on_delivery)
-                    written += 1
-        return written
+                    tombstones.append((changelog_key(store, origin[0], device), None, origin[1]))
+        return tombstones
 
     def forget(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Drop what belongs to partitions no longer assigned (kept ones stay)."""

@@ -60,7 +60,7 @@ from guardstream.streams.metrics import WorkerMetrics
 from guardstream.streams.outputs import count, out_records, stage_changes
 from guardstream.streams.pipeline import Outcome, RawRecord, State, process
 from guardstream.streams.routing import emit_for
-from guardstream.streams.rules import Rules, forgotten_devices, load_rules, silent_devices
+from guardstream.streams.rules import Rules, load_rules, silent_check
 from guardstream.streams.state_store import StateStore
 from guardstream.streams.transactions import Transaction, producer_overrides
 from guardstream.streams.validation import Policy
@@ -69,10 +69,15 @@ log = logging.getLogger("guardstream.worker")
 GROUP = "guardstream-worker"
 SILENT_CHECK_S = 30.0
 MAX_IN_FLIGHT = 8  # batches written but not yet acknowledged by Kafka
-# How often state and offsets are checkpointed (Kafka Streams' commit interval): short,
-# so a crash replays little; long enough that a device moving every second is
-# written to the changelog once per checkpoint rather than once per batch.
-CHECKPOINT_S = 0.2
+# How often state and offsets are checkpointed (Kafka Streams' commit interval). Each
+# checkpoint writes every device whose state changed since the last one, and a device
+# that reports every second changes at each fix: at 0.2 s that was about one changelog
+# record per event (a fifth of the worker's CPU, and as much again in the broker), at
+# 1 s a fifth of that (bench/cpu_budget.py). A crash replays at most this much input.
+CHECKPOINT_S = 1.0
+# With exactly-once on, a checkpoint is the transaction's commit, and read_committed
+# consumers see its events only then: short, as Kafka Streams' 100 ms under EOS.
+TRANSACTION_CHECKPOINT_S = 0.2
 
 
 @dataclass
@@ -153,7 +158,8 @@ class Worker:
         self._in_flight: deque[InFlight] = deque()
         self._failure: KafkaException | None = None
         self._uncommitted: dict[tuple[str, int], int] = {}  # next offsets since the last checkpoint
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        self._checkpoint_s = CHECKPOINT_S if self.transaction is None else TRANSACTION_CHECKPOINT_S
+        self._next_checkpoint = time.monotonic() + self._checkpoint_s
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
         self.ready_since: float | None = None
         self.failed: BaseException | None = None  # what ended the lane
@@ -265,7 +271,7 @@ class Worker:
 
     def _checkpoint(self) -> None:
         """Changed state to the changelog, and the offsets it covers queued for commit."""
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
+        self._next_checkpoint = time.monotonic() + self._checkpoint_s
         if self.transaction is not None:
             self._commit_transaction()
             return
@@ -331,28 +337,27 @@ class Worker:
 
     def _check_silent(self) -> None:
         self._next_silent_check = time.monotonic() + SILENT_CHECK_S
-        now = now_ms()
         # devices past the horizon are forgotten, never silent: this memory grew with every device id ever seen
-        forgotten = forgotten_devices(self.state.last_seen, now, self.horizon_ms, self.registered())
-        for device in forgotten:
+        check = silent_check(self.state.last_seen, now_ms(), self._alerted, self.horizon_ms, self.registered(),
+                             self.rules)
+        for device in check.forgotten:
             del self.state.last_seen[device]
             self._alerted.pop(device, None)
-        if forgotten:  # their fence and rule state too, in the changelog with the next checkpoint's writes
+        if check.forgotten:  # their fence and rule state too, in the changelog with the next checkpoint's writes
             if self.transaction is not None:
                 self.transaction.begin()  # committed at the next checkpoint
             entry = InFlight([])
             self._in_flight.append(entry)
-            entry.remaining += self.store.evict(forgotten, functools.partial(self._delivered, entry))
+            entry.remaining += self.store.evict(check.forgotten, functools.partial(self._delivered, entry))
             entry.sealed = True
         self.metrics.devices.labels("last_seen").set(len(self.state.last_seen))
-        alerts = silent_devices(self.state.last_seen, now, self._alerted, self.rules)
-        if alerts and self.transaction is not None:
+        if check.alerts and self.transaction is not None:
             self.transaction.begin()  # committed at the next checkpoint
-        for alert in alerts:
-            self._alerted[alert["device_id"]] = self.state.last_seen[alert["device_id"]][1]
+        self._alerted.update(check.alerted)
+        for alert in check.alerts:
             emit = emit_for(DEVICE_ALERT, alert)
             self._produce(None, emit.topic, self.codec.encode(emit.schema, emit.value), emit.key.encode())
-        if alerts:
+        if check.alerts:
             self.producer.flush(30)
 
 

@@ -13,6 +13,8 @@ const LIFE_SAFETY = new Set(["PANIC", "SOS", "FALL", "SMOKE", "FIRE", "GEOFENCE_
 const SEVERITY_RANK = { CRITICAL: 0, HIGH: 1, NORMAL: 2, LOW: 3 };
 const STALE_MS = 5 * 60 * 1000; // a guard not heard from for this long is drawn as stale
 const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALARM: "FALSE_ALARM" };
+// an alert's open notifications panel asks again this often: escalations and retries land without an event
+const NOTIFY_REFRESH_MS = 5000;
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const state = {
@@ -263,6 +265,7 @@ function onAlert(schema, data) {
   item.append(head);
   item.append(element("div", "meta", new Date(data.ts_ms).toLocaleTimeString() + " · " + data.tenant + " · " + data.device_id));
   if (data.message) item.append(element("div", "text", data.message));
+  if (!geofence) item.append(notificationsPanel(data.event_id));
   if (!geofence && mayAct(data.tenant)) {
     for (const [action, label, css] of [["ACKNOWLEDGE", "Acknowledge", "ack"], ["RESOLVE", "Resolve", "resolve"],
                                        ["FALSE_ALARM", "False alarm", "false-alarm"]]) {
@@ -344,6 +347,69 @@ function onAlertStatus(message) {
   for (const button of item.querySelectorAll("button")) {
     button.disabled = done || button.classList.contains("ack");
   }
+  const panel = item.querySelector("details.notifications");
+  if (panel && panel.open) loadNotifications(panel); // an action stops an escalation: show what it cancelled
+}
+
+// -- what the notifier sent about an alert, from the history API -------------------------
+
+function notificationsPanel(alertId) {
+  const panel = element("details", "notifications");
+  panel.dataset.alertId = alertId;
+  panel.dataset.asked = "0";
+  panel.append(element("summary", null, "Notifications"));
+  panel.append(element("div", "meta sent-note", "loading…"));
+  panel.addEventListener("toggle", () => { if (panel.open) loadNotifications(panel); });
+  return panel;
+}
+
+async function loadNotifications(panel) {
+  const asked = String(Number(panel.dataset.asked) + 1);
+  panel.dataset.asked = asked;
+  const note = panel.querySelector(".sent-note");
+  try {
+    const reply = await fetch("/api/alerts/" + encodeURIComponent(panel.dataset.alertId) + "/notifications?token=" +
+                              encodeURIComponent(token), { cache: "no-store" });
+    if (!reply.ok) throw new Error("HTTP " + reply.status);
+    const body = await reply.json();
+    if (panel.dataset.asked === asked) showNotifications(panel, body.notifications); // a later answer wins
+  } catch (error) {
+    if (panel.dataset.asked === asked) note.textContent = "notifications unavailable: " + error.message;
+  }
+}
+
+function clock(ms) { return ms ? new Date(ms).toLocaleTimeString() : ""; }
+
+function showNotifications(panel, rows) {
+  const sent = rows.filter((row) => row.status === "sent").length;
+  panel.querySelector("summary").textContent = "Notifications" + (rows.length ? " · " + sent + " of " + rows.length +
+                                                                  " sent" : "");
+  panel.querySelector(".sent-note").textContent = rows.length ? "" : "nothing sent for this alert";
+  let table = panel.querySelector("table");
+  if (!table) {
+    table = element("table", "sent");
+    const head = element("tr");
+    for (const name of ["when", "channel", "to", "tier", "status", "tries"]) head.append(element("th", null, name));
+    table.append(element("thead"), element("tbody"));
+    table.tHead.append(head);
+    panel.append(table);
+  }
+  table.tBodies[0].replaceChildren(...rows.map((row) => {
+    const line = element("tr", "sent-" + row.status);
+    line.dataset.channel = row.channel;
+    line.dataset.recipient = row.recipient;
+    line.dataset.tier = String(row.tier);
+    line.dataset.status = row.status;
+    // sent: when it went; otherwise the last attempt, or when it was planned
+    const when = row.sent_ms || row.attempted_ms || row.planned_ms;
+    const held = row.held_reason ? " (held: " + row.held_reason.replace("_", " ") + " at " + clock(row.held_ms) + ")" : "";
+    line.append(element("td", "when", clock(when)), element("td", "channel", row.channel),
+                element("td", "to", row.recipient + " · " + row.address), element("td", "tier", String(row.tier)),
+                element("td", "state", row.status + held), element("td", "tries", String(row.attempts)));
+    if (row.provider_response) line.title = row.provider_response;
+    return line;
+  }));
+  table.hidden = rows.length === 0;
 }
 
 // one record of the present state the gateway sends before live events
@@ -482,4 +548,6 @@ if (!token) {
   setInterval(showRates, 1000);
   setInterval(() => { for (const [id, guard] of state.guards) markStale(id, guard); }, 15000);
   setInterval(declutter, 2000); // guards move: place the labels again
+  setInterval(() => { for (const panel of document.querySelectorAll("details.notifications[open]")) loadNotifications(panel); },
+              NOTIFY_REFRESH_MS);
 }

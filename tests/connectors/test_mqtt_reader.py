@@ -641,7 +641,8 @@ def private_names_of_the_reader() -> tuple[set[str], set[str]]:
     ``super()``; its own are those its ``__init__`` assigns."""
     tree = ast.parse(inspect.getsource(mqtt_reader))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == ReadAheadClient.__name__)
-    used = {n.name for n in cls.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("__")}
+    used = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)
+            and n.name.startswith("_") and not n.name.startswith("__")}
     used |= {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute)
              and n.attr.startswith("_") and not n.attr.startswith("__")
              and (isinstance(n.value, ast.Name) and n.value.id == "self" or isinstance(n.value, ast.Call))}
@@ -670,7 +671,7 @@ def test_the_installed_paho_is_a_release_the_reader_was_checked_against():
 
 def test_the_docstring_lists_exactly_the_private_members_the_reader_touches():
     paho_members, own = private_names_of_the_reader()
-    assert len(paho_members) == 13  # two overridden, eleven used, as the docstring says
+    assert len(paho_members) == 14  # two overridden, twelve used, as the docstring says
     assert stated_in_the_docstring("What it takes from paho's internals", "Its own attributes") == paho_members
     assert stated_in_the_docstring("Its own attributes", ":data:`CHECKED_PAHO`") == own
 

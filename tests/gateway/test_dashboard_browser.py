@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from gateway_support import CODEC, alert, position, produce, start_gateway, token
+from support.notify import Alerts, HttpReceiver, MailBox, Notifier, start_group_at_end
 from support.processes import collect, publisher
 
 from guardstream.catalog import TOPICS
@@ -189,3 +191,85 @@ def test_a_reload_keeps_the_open_alerts_and_a_second_screen_acknowledges(page, b
                                timeout=WAIT_MS)
     finally:
         gateway.stop()
+
+
+def test_an_alert_shows_what_the_notifier_sent_to_whom_and_when(page, applied, database_url, unique, tmp_path) -> None:
+    """A real notifier sends to a real SMTP server and HTTP receiver; the alert's panel on the dashboard
+    shows each notification (tier 1 on open, the escalation while open, the acknowledgement's cancel)."""
+    from playwright.sync_api import expect
+
+    tenant = f"ntf{unique}"
+    migrate(database_url)
+    group = f"test-dash-notify-{unique}"
+    start_group_at_end(applied, group)
+    mail, http = MailBox(), HttpReceiver()
+    now = datetime.now(UTC)
+    quiet = f"{(now - timedelta(hours=1)):%H}:00-{(now + timedelta(hours=2)):%H}:00"  # now is inside
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f"""
+[recipients.ops]
+email = "ops@example.invalid"
+phone = "+15550100"
+webhook = "{http.url}/hook/s3cr3t"
+[recipients.night-manager]
+email = "night@example.invalid"
+quiet_hours = "{quiet}"
+[[rules]]
+name = "dashboard"
+tenants = ["{tenant}"]
+  [[rules.tiers]]
+  recipients = ["ops"]
+  channels = ["email", "webhook", "sms"]
+  escalate_after_s = 2
+  [[rules.tiers]]
+  recipients = ["night-manager"]
+  channels = ["email"]
+""")
+    notifier = Notifier(applied, database_url, group, rules, mail, http, tmp_path / "notifier.log").start()
+    gateway = start_gateway(applied, tmp_path / "gateway.log", DATABASE_URL=database_url)
+    requests: list[str] = []
+    refused: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    try:
+        open_dashboard(page, gateway, tenant)
+        alert_id = f"{tenant}-tamper"
+        alerts = Alerts(applied, tenant)
+        alerts.alert(alert_id, kind="TAMPER")  # not life-safety: quiet hours hold it
+        alerts.flush()
+        item = page.locator(f"#alerts li[data-alert-id='{alert_id}']")
+        expect(item).to_be_visible(timeout=WAIT_MS)
+        wait_until(lambda: notifier.count("status = 'sent'") == 3, 30, "tier 1 sent")
+
+        item.locator("details.notifications summary").click()  # opening the panel asks the history API
+        panel = item.locator("details.notifications")
+        expect(panel.locator("tbody tr")).to_have_count(3, timeout=WAIT_MS)
+        for channel in ("email", "webhook", "sms"):
+            row = panel.locator(f"tr[data-channel='{channel}'][data-recipient='ops'][data-tier='1']")
+            expect(row).to_have_attribute("data-status", "sent")
+            expect(row.locator("td.tries")).to_have_text("1")
+            expect(row.locator("td.when")).not_to_have_text("")
+        expect(panel.locator("tr[data-channel='email'] td.to")).to_have_text("ops · ops@example.invalid")
+        expect(panel.locator("tr[data-channel='webhook'] td.to")).to_have_text(f"ops · {http.url}/…")
+        expect(panel.locator("summary")).to_have_text("Notifications · 3 of 3 sent")
+
+        # nobody acknowledged: tier 2, held by the night manager's quiet hours, appears while the panel is open
+        held = panel.locator("tr[data-recipient='night-manager'][data-tier='2']")
+        expect(held).to_have_attribute("data-status", "held", timeout=WAIT_MS)
+        expect(held.locator("td.state")).to_contain_text("held: quiet hours")
+
+        item.locator("button.ack").click()  # the escalation stops and what was held is cancelled
+        expect(held).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+        expect(panel.locator("summary")).to_have_text("Notifications · 3 of 4 sent")
+        assert [m["To"] for m in mail.received()] == ["ops@example.invalid"]
+        assert len(http.accepted) == 2  # the webhook and the SMS, once each
+        assert "s3cr3t" not in page.content()
+    finally:
+        gateway.stop()
+        notifier.stop()
+        mail.stop()
+        http.close()
+    ws = gateway.ws_url.replace("/ws", "")
+    assert requests and all(url.startswith((gateway.http_url, ws)) for url in requests), requests
+    assert refused == []

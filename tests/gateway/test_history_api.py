@@ -38,6 +38,24 @@ def alert(tenant: str, n: int, kind: str = "PANIC") -> dict:
             "rule": None, "cause_event_id": None}
 
 
+NOTIFICATION = """
+INSERT INTO notifications (alert_id, tenant, channel, recipient, address, tier, status, attempts, held_reason,
+                           held_at, claimed_at, sent_at, provider_response)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() - interval '50 s' END,
+        CASE WHEN %s = 'sent' THEN now() - interval '40 s' END, CASE WHEN %s = 'sent' THEN now() - interval '39 s' END,
+        %s)"""
+# (alert, tenant, channel, recipient, address, tier, status, attempts, held_reason): as the notifier writes them;
+# the last row is globex's, under the id of an acme alert: only the tenant tells them apart
+NOTIFICATIONS = [(*row, row[8] is not None, row[6], row[6], "250 accepted" if row[6] == "sent" else None) for row in [
+    ("acme-alert-1", "acme", "email", "ops", "ops@acme.example", 1, "sent", 1, None),
+    ("acme-alert-1", "acme", "webhook", "ops", "https://hooks.example.com/services/T0/B0/s3cr3t?token=s3cr3t", 1,
+     "sent", 2, None),
+    ("acme-alert-1", "acme", "sms", "duty", "+15550101", 2, "held", 0, "rate_limit"),
+    ("globex-alert-1", "globex", "email", "ops", "ops@globex.example", 1, "sent", 1, None),
+    ("acme-alert-1", "globex", "sms", "globex-ops", "+15550199", 1, "dead", 5, None),
+]]
+
+
 def write(url: str, topic: str, schema: str, records: list[dict]) -> None:
     writer = BatchWriter(url)
     try:
@@ -67,6 +85,8 @@ def history_db(pg_admin_url: str) -> Iterator[str]:
          "actor": "op@acme", "ts_ms": NOW, "note": "on my way"},
         {"action_id": "act-2", "tenant": "acme", "alert_event_id": "acme-alert-2", "action": "RESOLVE",
          "actor": "op@acme", "ts_ms": NOW, "note": None}])
+    with psycopg.connect(url) as conn:
+        conn.cursor().executemany(NOTIFICATION, NOTIFICATIONS)
     yield url
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -115,6 +135,40 @@ def test_alerts_show_only_the_tokens_tenant_with_their_actions(api):
     assert {a["tenant"] for a in body["alerts"]} == {"globex"} and all(not a["actions"] for a in body["alerts"])
 
 
+def test_an_alerts_notifications_show_to_its_tenant_only(api):
+    status, body = get(api, "/api/alerts/acme-alert-1/notifications", ACME)
+    assert status == 200, body
+    sent = {(n["channel"], n["recipient"], n["tier"]): n for n in body["notifications"]}
+    assert list(sent) == [("email", "ops", 1), ("webhook", "ops", 1), ("sms", "duty", 2)]
+    assert sent["email", "ops", 1]["address"] == "ops@acme.example" and sent["email", "ops", 1]["status"] == "sent"
+    assert sent["email", "ops", 1]["sent_ms"] >= sent["email", "ops", 1]["attempted_ms"] > NOW - 120_000
+    assert sent["email", "ops", 1]["provider_response"] == "250 accepted"
+    assert sent["webhook", "ops", 1]["attempts"] == 2
+    held = sent["sms", "duty", 2]
+    assert (held["status"], held["held_reason"], held["sent_ms"]) == ("held", "rate_limit", None) and held["held_ms"]
+    # a webhook URL often holds the receiver's secret: only its scheme and host leave
+    assert sent["webhook", "ops", 1]["address"] == "https://hooks.example.com/…"
+    assert "s3cr3t" not in json.dumps(body)
+
+    # globex's token: its own row under that id, nothing of acme's; and nothing of acme's own alerts
+    _, body = get(api, "/api/alerts/acme-alert-1/notifications", GLOBEX)
+    assert [(n["recipient"], n["status"]) for n in body["notifications"]] == [("globex-ops", "dead")]
+    _, body = get(api, "/api/alerts/globex-alert-1/notifications", ACME)
+    assert body == {"alert_id": "globex-alert-1", "notifications": []}
+    _, body = get(api, "/api/alerts/acme-alert-1/notifications", NOC)
+    assert len(body["notifications"]) == 4
+
+    # the alert list carries them too, under the same tenant filter
+    _, body = get(api, "/api/alerts", ACME)
+    listed = {a["event_id"]: a["notifications"] for a in body["alerts"]}
+    assert [n["recipient"] for n in listed["acme-alert-1"]] == ["ops", "ops", "duty"]
+    assert all(not listed[f"acme-alert-{n}"] for n in (0, 2, 3, 4, 5))
+    _, body = get(api, "/api/alerts", GLOBEX)
+    listed = {a["event_id"]: a["notifications"] for a in body["alerts"]}
+    assert [n["address"] for n in listed["globex-alert-1"]] == ["ops@globex.example"]
+    assert sum(len(n) for n in listed.values()) == 1
+
+
 def test_fence_occupants_answer_for_the_tokens_fences_only(api):
     status, body = get(api, "/api/fences/acme-hq/occupants", ACME)
     assert status == 200, body
@@ -152,6 +206,8 @@ def test_near_finds_the_tokens_guards_within_the_radius(api):
     ("/api/near", {"lat": "1", "lon": "0", "radius_m": "nan"}, "bad_radius_m"),
     ("/api/near", {"lat": "1", "lon": "0"}, "missing_radius_m"),
     ("/api/fences/acme-hq/occupants", {"x": "1"}, "unknown_parameter"),
+    ("/api/alerts/acme%20alert/notifications", {}, "bad_alert"),
+    ("/api/alerts/acme-alert-1/notifications", {"channel": "sms"}, "unknown_parameter"),
 ])
 def test_a_bad_parameter_is_a_400_with_its_reason(api, path, params, reason):
     status, body = get(api, path, ACME, **params)
@@ -162,8 +218,8 @@ def test_no_token_is_a_401_and_the_description_is_open(api):
     status, body = get(api, "/api/alerts", None)
     assert (status, body["reason"]) == (401, "missing_token")
     status, body = get(api, "/api/openapi.json", None)
-    assert status == 200 and set(body["paths"]) == {"/api/positions", "/api/alerts", "/api/fences/{id}/occupants",
-                                                    "/api/near"}
+    assert status == 200 and set(body["paths"]) == {"/api/positions", "/api/alerts", "/api/alerts/{id}/notifications",
+                                                    "/api/fences/{id}/occupants", "/api/near"}
 
 
 def test_pages_return_every_row_once_while_rows_are_added(api, history_db):

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guardstream.gateway.history import (BadParameter, alert_query, decode_cursor, encode_cursor, near_query,
-                                         simplify_track, track_query)
+                                         shown_address, simplify_track, track_query)
 
 NOW = 1_795_000_000_000
 
@@ -68,3 +68,31 @@ def test_simplification_keeps_the_ends_and_meets_the_cap():
     finer, _ = simplify_track(walk, 0.5, None)
     assert len(finer) > len(kept)
     assert simplify_track(walk[:50], None, 100) == (walk[:50], 0.0)
+
+
+walks = st.lists(st.tuples(st.floats(-1e-3, 1e-3), st.floats(-1e-3, 1e-3)), min_size=3, max_size=400)
+
+
+@given(walks, st.sampled_from([2, 3, 10, 50]))
+def test_a_capped_track_keeps_what_one_pass_at_its_tolerance_over_every_fix_keeps(steps, cap):
+    # the cap's search runs its later passes on earlier results: they must keep what a pass over
+    # the whole track at the tolerance it settled on keeps
+    walk, lat, lon = [], 52.5, 13.4
+    for n, (dlat, dlon) in enumerate(steps):
+        lat, lon = lat + dlat, lon + dlon
+        walk.append((n * 1000, lat, lon))
+    kept, tolerance = simplify_track(walk, None, cap)
+    assert len(kept) <= cap and kept[0] == walk[0] and kept[-1] == walk[-1]
+    assert simplify_track(walk, tolerance, None)[0] == kept
+
+
+@pytest.mark.parametrize(("channel", "address", "shown"), [
+    ("email", "ops@example.com", "ops@example.com"),
+    ("sms", "+15550100", "+15550100"),
+    ("push", "ops", "ops"),
+    ("webhook", "https://hooks.example.com/services/T0/B0/secret", "https://hooks.example.com/…"),
+    ("webhook", "https://user:pw@hooks.example.com:8443/h?token=secret", "https://hooks.example.com:8443/…"),
+    ("webhook", "http://127.0.0.1:notaport/x", "http://127.0.0.1/…"),
+])
+def test_a_notification_address_shows_a_webhook_as_its_host_only(channel, address, shown):
+    assert shown_address(channel, address) == shown

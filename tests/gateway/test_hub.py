@@ -110,3 +110,62 @@ def test_a_queue_full_of_alerts_closes_the_client_with_1013_and_delivers_nothing
     sender, client = asyncio.run(scenario())
     assert sender.closed == (1013, "slow_consumer") and client.closing == "slow_consumer"
     assert len(client.queue) == 0
+
+
+class Connection:
+    """A FrameSink that takes ``room`` bytes until drained, and keeps what it was given."""
+
+    def __init__(self, room: int) -> None:
+        self.taking, self.written, self.writes = room, [], 0
+        self.drain = asyncio.Event()
+
+    @property
+    def open(self) -> bool:
+        return True
+
+    def room(self) -> int:
+        return self.taking
+
+    def write(self, frames: list[bytes]) -> None:
+        self.writes += 1
+        for frame in frames:
+            self.taking -= len(frame)
+            self.written.append(json.loads(frame[2:] if frame[1] < 126 else frame[4:]))
+
+    async def drained(self) -> None:
+        await self.drain.wait()
+        self.taking = 10**9
+
+
+def test_a_batch_goes_out_in_one_write_and_what_the_connection_does_not_take_is_queued() -> None:
+    async def scenario() -> tuple[Connection, Connection, int]:
+        hub = Hub({}, METRICS)
+        fast, slow = Connection(10**9), Connection(1)
+        principal = Principal("u", frozenset({"acme"}), frozenset(), 0.0)
+        clients = [Client(Nowhere(), principal, 100, METRICS, fast), Client(Nowhere(), principal, 100, METRICS, slow)]
+        for client in clients:
+            hub.add(client)
+            hub.subscribe(client, ["tenant:acme:positions", "tenant:acme:alerts"])
+        hub.dispatch([event(1, "guardstream.GuardPosition", "acme", "g-1"),
+                      event(2, "guardstream.DeviceAlert", "acme", "g-1"),
+                      event(3, "guardstream.GuardPosition", "acme", "g-2"),
+                      event(4, "guardstream.GuardPosition", "acme", "g-1")])
+        hub.dispatch([event(5, "guardstream.GuardPosition", "acme", "g-2")])
+        queued = len(clients[1].queue)
+        pump = asyncio.create_task(clients[1].pump())
+        slow.drain.set()
+
+        async def emptied() -> None:
+            while len(clients[1].queue):
+                await asyncio.sleep(0)  # the sender task's turn
+
+        await asyncio.wait_for(emptied(), 5)
+        pump.cancel()
+        return fast, slow, queued
+
+    fast, slow, queued = asyncio.run(scenario())
+    assert [m["offset"] for m in fast.written] == [1, 2, 3, 4, 5] and fast.writes == 2
+    # one frame fits the slow connection; the rest waits where positions conflate (3 by 5) and the
+    # alert keeps its place
+    assert queued == 3
+    assert [m["offset"] for m in slow.written] == [1, 2, 4, 5]

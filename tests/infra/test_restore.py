@@ -45,3 +45,24 @@ def test_a_restored_device_is_the_record_the_row_was_written_from():
     assert restored == written
     codec = Codec(FileRegistry.load())
     assert [codec.decode(codec.encode(DEVICE, r))[1] for r in restored] == restored
+
+
+def test_the_geofence_state_is_inside_every_fence_whose_newest_event_is_an_enter():
+    from guardstream.infra.restore import geofence_states
+    from guardstream.streams.geofence_state import DeviceState, Membership
+    # LAST_FENCE_EVENTS rows: device, tenant, fence, kind, transition, ts_ms, fence version (0: fence gone)
+    events = [("g1", "acme", "hq", "SITE", "ENTER", 1_000, 7),
+              ("g1", "acme", "pit", "RESTRICTED", "EXIT", 2_000, 8),  # left: not inside
+              ("g2", "acme", "hq", "SITE", "ENTER", 3_000, 0)]
+    # LAST_FIXES rows: device, tenant, ts_ms, lat, lon, violation
+    fixes = [("g1", "acme", 5_000, 52.5, 13.4, False), ("g3", "globex", 6_000, 1.0, 2.0, True)]
+    states = {s["device_id"]: DeviceState.from_dict(s) for s in geofence_states(events, fixes)}
+    assert sorted(states) == ["g1", "g2", "g3"]
+    g1, g2, g3 = states["g1"], states["g2"], states["g3"]
+    assert list(g1.fences) == ["hq"] and g1.fences["hq"].state is Membership.INSIDE
+    assert (g1.fences["hq"].entered_ms, g1.fences["hq"].version_ms, g1.fences["hq"].kind) == (1_000, 7, "SITE")
+    assert (g1.last_applied_ts_ms, g1.last_lat, g1.last_lon, g1.violation_open) == (5_000, 52.5, 13.4, False)
+    # inside with no fix on record: no last fix, so the next fix is applied whatever its time
+    assert list(g2.fences) == ["hq"] and g2.last_applied_ts_ms is None and g2.tenant == "acme"
+    # a violation open at the last fix stays open: it is not raised a second time
+    assert g3.fences == {} and g3.violation_open and g3.tenant == "globex"

@@ -1,5 +1,6 @@
 """`guardstream up`, stop, `up` again: what the user keeps (PostgreSQL's rows, the fences, so violations
-are still raised) although the embedded Kafka starts empty."""
+are still raised, and who is inside which fence, so exits are still seen) although the embedded Kafka
+starts empty."""
 
 import json
 import os
@@ -82,6 +83,7 @@ def test_a_restart_keeps_the_rows_the_fences_and_the_registry_and_violations_are
         wait_banner(process, lines)
         assert "geofences: restored 1 from PostgreSQL" in "".join(lines)
         assert "devices: restored 1 from PostgreSQL" in "".join(lines)
+        assert "worker state: restored who is inside which fence for 1 device(s)" in "".join(lines)
         devices = second_shell(["devices", "list"], tmp_path)
         assert devices.returncode == 0 and "guard-07" in devices.stdout, devices.stdout + devices.stderr
         settings = _stack_settings(tmp_path)
@@ -94,6 +96,12 @@ def test_a_restart_keeps_the_rows_the_fences_and_the_registry_and_violations_are
         wait_until(lambda: _count(settings, "SELECT count(*) FROM device_alerts WHERE device_id = %s "
                                             "AND kind = 'GEOFENCE_VIOLATION'", "g-after") == 1,
                    30, "a violation for the guard outside")
+        # the guard inside the site before the restart leaves it: the worker's state came back from
+        # PostgreSQL, so it knows the guard was inside and raises the EXIT
+        _publish_fix(settings, "g-before", tenant, FAR_OUT)
+        wait_until(lambda: _count(settings, "SELECT count(*) FROM geofence_events WHERE device_id = %s "
+                                            "AND transition = 'EXIT' AND fence_id = 'hq'", "g-before") == 1,
+                   30, "the EXIT of the guard inside before the restart")
     finally:
         ctrl_c(process, lines)
 

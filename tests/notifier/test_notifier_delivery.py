@@ -7,18 +7,20 @@ its own receivers, so what the receivers hold is this test's alone.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from notify_support import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
+from support.notify import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
 from support.processes import collect
 
 from guardstream.catalog import TOPICS
@@ -28,6 +30,7 @@ from guardstream.notifier.messages import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, 
 from guardstream.records import DEAD_LETTER
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
+from guardstream.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -61,10 +64,16 @@ def notifier(applied, database_url, unique, tmp_path, receivers) -> Iterator[Not
 
 def keys_of(notifier: Notifier) -> dict[str, list[str]]:
     """Idempotency keys received, per channel (a repeat shows as the same key twice)."""
-    sms = [r.form()["Body"].rsplit("#alert=", 1)[1] for r in notifier.http.received(SMS_PATH)]
     return {"email": [m[IDEMPOTENCY_HEADER] for m in notifier.mail.received()],
             "webhook": [r.headers[IDEMPOTENCY_HEADER] for r in notifier.http.received(HOOK)],
-            "sms": sms}
+            "sms": [r.headers[IDEMPOTENCY_HEADER] for r in notifier.http.received(SMS_PATH)]}
+
+
+def alerts_of(notifier: Notifier) -> dict[str, list[str]]:
+    """Alert ids received, per channel, from what each message says."""
+    return {"email": [m["X-Guardstream-Alert"] for m in notifier.mail.received()],
+            "webhook": [r.json()["alert"]["event_id"] for r in notifier.http.received(HOOK)],
+            "sms": [r.form()["Body"].rsplit("#alert=", 1)[1] for r in notifier.http.received(SMS_PATH)]}
 
 
 def test_a_panic_reaches_email_webhook_and_sms_once_each(notifier, unique):
@@ -104,7 +113,7 @@ def test_a_panic_reaches_email_webhook_and_sms_once_each(notifier, unique):
 
 
 def test_kill_9_mid_stream_notifies_each_alert_once_per_channel(notifier, unique):
-    total = 200
+    total = 500  # the issue's figure
     alerts = Alerts(notifier.settings, f"t{unique}")
     notifier.start()
     for i in range(total):
@@ -129,25 +138,71 @@ def test_kill_9_mid_stream_notifies_each_alert_once_per_channel(notifier, unique
     assert notifier.count() == 3 * total
 
 
-def test_a_provider_down_then_up_gets_everything_once(notifier, unique):
+DOWN_S = 30.0
+
+
+def test_providers_down_for_30_s_are_retried_then_get_everything_once(notifier, unique):
+    """The SMTP server's port is closed and the HTTP receiver answers 503 for 30 s; with the shipped retry
+    settings (1 s doubling, 8 attempts) every notification is retried through it, then arrives exactly once."""
     total = 20
+    shipped = {f.metadata["var"].env: f.default for f in dataclasses.fields(Settings) if "var" in f.metadata}
+    for name in ("GUARDSTREAM_NOTIFY_RETRY_BASE_MS", "GUARDSTREAM_NOTIFY_RETRY_MAX_MS",
+                 "GUARDSTREAM_NOTIFY_MAX_ATTEMPTS"):
+        notifier.env[name] = str(shipped[name])
     alerts = Alerts(notifier.settings, f"t{unique}")
     notifier.mail.stop()
-    notifier.http.status = 503
     notifier.start()
-    for i in range(total):
-        alerts.alert(f"al-{unique}-{i}")
-    alerts.flush()
-    wait_until(lambda: notifier.count("attempts >= 2") == 3 * total, 60, "every notification retried")
-    assert notifier.count("status = 'sent'") == 0 and notifier.http.refused >= 4 * total
-    notifier.mail.start()
-    notifier.http.status = 200
-    wait_until(lambda: notifier.count("status = 'sent'") == 3 * total, 60, "all sent once the providers are back")
-    for channel, received in keys_of(notifier).items():
-        assert sorted(received) == sorted(set(received)) and len(received) == total, channel
+    back_at = time.monotonic() + DOWN_S
+    notifier.http.refuse_until = back_at
+    mail_back = threading.Timer(DOWN_S, notifier.mail.start)  # the provider's outage, not a wait of the test
+    mail_back.start()
+    try:
+        for i in range(total):
+            alerts.alert(f"al-{unique}-{i}")
+        alerts.flush()
+        wait_until(lambda: notifier.count("status = 'sent'") == 3 * total, DOWN_S + 60,
+                   "all sent once the providers are back")
+    finally:
+        mail_back.cancel()
+    assert all(r.at >= back_at for r in notifier.http.accepted)
+    assert notifier.http.refused >= 2 * 2 * total  # webhook and SMS, each refused at least twice
+    for channel, received in alerts_of(notifier).items():  # each alert exactly once per rule and channel
+        assert Counter(received) == Counter({f"al-{unique}-{i}": 1 for i in range(total)}), channel
+    for channel, keys in keys_of(notifier).items():
+        assert len(keys) == len(set(keys)) == total, channel
     for channel in ("email", "webhook", "sms"):
         assert notifier.metric("guardstream_notifier_failed_total", kind=channel) >= 2 * total
     assert notifier.count("status = 'sent' AND attempts >= 3") == 3 * total
+    assert notifier.count("status <> 'sent'") == 0 and notifier.count() == 3 * total
+
+
+def test_a_send_a_kill_interrupts_is_repeated_with_the_same_key(notifier, unique):
+    """The window left: each provider took its notification and the notifier died before it heard so.
+    The restart sends each again, carrying the key the first carried, so a receiver keeping keys drops it."""
+    notifier.env["GUARDSTREAM_NOTIFY_SEND_TIMEOUT_S"] = "3"  # longer than the kill takes to follow
+    alerts = Alerts(notifier.settings, f"t{unique}")
+    notifier.mail.release.clear()
+    notifier.http.release.clear()
+    notifier.start()
+    alerts.alert(f"al-{unique}")
+    alerts.flush()
+    wait_until(lambda: all(len(keys) == 1 for keys in keys_of(notifier).values()), 30,
+               "each provider holding its notification")
+    notifier.kill()
+    first = keys_of(notifier)
+    assert notifier.count("status = 'sending'") == 3  # none was marked: the restart cannot know they went
+    notifier.mail.release.set()
+    notifier.http.release.set()
+    notifier.start()
+    wait_until(lambda: notifier.count("status = 'sent'") == 3, 60, "the interrupted sends made again")
+
+    again = keys_of(notifier)
+    for channel in ("email", "webhook", "sms"):
+        assert again[channel] == first[channel] * 2, channel
+    assert len({key for keys in again.values() for key in keys}) == 3  # one key per channel
+    one, two = notifier.mail.received()
+    assert one["Message-ID"] == two["Message-ID"] and one["Message-ID"] == f"<{first['email'][0]}@guardstream>"
+    assert notifier.count("attempts = 2") == 3
 
 
 def test_a_refusing_provider_and_exhausted_attempts_become_dead_letters(notifier, unique):

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from notify_support import Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
+from support.notify import Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
 
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import wait_until

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from notify_support import Alerts, HttpReceiver, MailBox, Notifier, start_group_at_end
+from support.notify import Alerts, HttpReceiver, MailBox, Notifier, start_group_at_end
 from py_vapid import Vapid
 
 from guardstream.infra.migrate import migrate
@@ -105,4 +105,4 @@ def push_topic_of(unique: str) -> str:
     from guardstream.notifier.decide import Alert
     from guardstream.notifier.messages import Notice
     alert = Alert(f"al-{unique}", f"t{unique}", "guard-1", "PANIC", "CRITICAL", 0)
-    return push_topic(Notice(alert, "ops", "", 1, ""))
+    return push_topic(Notice(alert, "push", "ops", "", 1, ""))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+from dataclasses import replace
 
 import pytest
 
 from guardstream.errors import InputError
 from guardstream.notifier.decide import Alert
 from guardstream.notifier.messages import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Notice,
-                                           email_message, sms_text, webhook_body, webhook_headers)
+                                           email_message, idempotency_key, push_topic, sms_text, webhook_body,
+                                           webhook_headers)
 from guardstream.notifier.rules import DEFAULT_RULES_PATH, RateLimit, load_rules, parse_rules
 
 GOOD = """
@@ -70,7 +73,7 @@ def test_a_missing_rules_file_is_named(tmp_path):
 
 
 ALERT = Alert("al-7", "acme", "guard-7", "PANIC", "CRITICAL", 1_795_000_000_000, 52.52, 13.405, "help <now>", "hq")
-NOTICE = Notice(ALERT, "ops", "ops@example.invalid", 2, "https://dash.example.invalid/")
+NOTICE = Notice(ALERT, "email", "ops", "ops@example.invalid", 2, "https://dash.example.invalid/")
 
 
 def test_the_email_carries_alert_guard_site_and_dashboard_link_as_text_and_html():
@@ -89,10 +92,24 @@ def test_the_webhook_signature_covers_timestamp_and_body():
     headers = webhook_headers(b"s3cret", 1_795_000_000, NOTICE, body)
     expected = hmac.new(b"s3cret", b"1795000000." + body, hashlib.sha256).hexdigest()
     assert headers[SIGNATURE_HEADER] == f"sha256={expected}" and headers[TIMESTAMP_HEADER] == "1795000000"
-    assert headers[IDEMPOTENCY_HEADER] == "al-7:ops:2"
+    assert headers[IDEMPOTENCY_HEADER] == idempotency_key("al-7", "email", "ops", 2) == NOTICE.key
     assert json.loads(body)["alert"]["site"] == "hq"
 
 
+def test_the_idempotency_key_is_the_notification_s_identity_and_every_provider_takes_it():
+    identities = [("al-7", "email", "ops", 1), ("al-7", "sms", "ops", 1), ("al-7", "email", "boss", 1),
+                  ("al-7", "email", "ops", 2), ("al-8", "email", "ops", 1), ("al-7\nemail", "ops", "x", 1)]
+    keys = [idempotency_key(*identity) for identity in identities]
+    assert len(set(keys)) == len(keys)  # one per alert, channel, recipient and tier
+    assert keys[0] == idempotency_key("al-7", "email", "ops", 1)  # and the same on every attempt
+    assert all(re.fullmatch(r"[A-Za-z0-9_:-]{1,255}", key) for key in keys)
+    message = email_message(NOTICE, "gs@example.invalid")
+    assert message[IDEMPOTENCY_HEADER] == NOTICE.key and message["Message-ID"] == f"<{NOTICE.key}@guardstream>"
+    push = replace(NOTICE, channel="push")
+    assert push_topic(push) == push_topic(replace(push, dashboard_url="elsewhere")) != push_topic(NOTICE)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,32}", push_topic(push))  # RFC 8030: at most 32 URL-safe characters
+
+
 def test_an_sms_fits_two_segments():
-    long = Notice(Alert("a", "t", "d", "SOS", "CRITICAL", 0, message="x" * 1000), "ops", "+1555", 1, "http://d/")
+    long = Notice(Alert("a", "t", "d", "SOS", "CRITICAL", 0, message="x" * 1000), "sms", "ops", "+1555", 1, "http://d/")
     assert len(sms_text(long)) == 320 and sms_text(NOTICE).endswith("#alert=al-7")

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from support.processes import publisher
+from support.processes import WORKER_ENGINES, publisher
 
 from guardstream.catalog import TOPICS
 from guardstream.infra.migrate import migrate
@@ -54,12 +54,13 @@ def _rows(url: str, query: str, *params: Any) -> list[dict[str, Any]]:
         return conn.execute(query, params).fetchall()
 
 
-def test_the_older_fleets_messages_land_with_nothing_lost(applied, run_component, database_url, unique):
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
+def test_the_older_fleets_messages_land_with_nothing_lost(applied, run_component, database_url, unique, engine):
     migrate(database_url)
     group = f"test-corpus-{unique}"
     _sink_groups_start_at_end(applied, group)
     run_component(["sink"], applied, DATABASE_URL=database_url, GUARDSTREAM_SINK_GROUP=group)
-    run_component(["worker"], applied)
+    run_component(["worker"], applied, GUARDSTREAM_WORKER_ENGINE=engine)
     run_component(["bridge"], applied, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
                   GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}")
 

@@ -1,12 +1,16 @@
 """The Faust engine's configuration and its start-up offset decision, without a broker
 (the engine itself runs against tansu in test_worker.py, on both engines)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from guardstream.errors import ConfigError
 from guardstream.kafka import session_timeouts
 from guardstream.settings import Settings
-from guardstream.streams.faust_engine import app_config, offsets_ahead
+from guardstream.streams.faust_engine import EXACTLY_ONCE_REFUSED, app_config, offsets_ahead
 
 A, B = ("raw.guard", 0), ("raw.guard", 1)
 
@@ -37,3 +41,15 @@ def test_app_config_refuses_a_secured_broker(tmp_path):
     with pytest.raises(ConfigError) as refused:
         app_config(settings, str(tmp_path))
     assert refused.value.setting == "KAFKA_SECURITY_PROTOCOL"
+
+
+def test_exactly_once_on_the_faust_engine_is_refused_in_one_line_naming_both_settings():
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GUARDSTREAM_", "KAFKA_"))},
+           "GUARDSTREAM_PROFILE": "embedded", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "GUARDSTREAM_WORKER_ENGINE": "faust", "GUARDSTREAM_WORKER_EXACTLY_ONCE": "true"}
+    refused = subprocess.run([sys.executable, "-m", "guardstream.cli", "worker"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2
+    [line] = refused.stderr.splitlines()
+    assert line == f"guardstream: bad setting GUARDSTREAM_WORKER_EXACTLY_ONCE: {EXACTLY_ONCE_REFUSED}"
+    assert "GUARDSTREAM_WORKER_ENGINE=faust" in line and "GUARDSTREAM_WORKER_ENGINE=batch" in line

@@ -19,6 +19,7 @@ from guardstream.records import device
 from guardstream.schemas.codec import Codec
 from guardstream.schemas.registry import FileRegistry
 from guardstream.streams import device_admin
+from support.processes import WORKER_ENGINES
 
 pytestmark = pytest.mark.slow
 CODEC = Codec(FileRegistry.load())
@@ -91,10 +92,13 @@ class Outcomes:
         self.consumer.close()
 
 
-def test_the_registry_decides_the_tenant_and_changes_apply_without_a_restart(applied, run_component, unique):
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
+def test_the_registry_decides_the_tenant_and_changes_apply_without_a_restart(applied, run_component, unique,
+                                                                            engine):
     acme, globex, guard = f"acme{unique}", f"globex{unique}", f"g-{unique}"
     register(applied, (guard, acme, True))
-    worker = run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter")
+    worker = run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter",
+                           GUARDSTREAM_WORKER_ENGINE=engine)
     raw, seen = Raw(applied, unique), Outcomes(applied)
     try:
         def panic(key: str, n: int, **payload) -> str:
@@ -134,7 +138,9 @@ def test_the_registry_decides_the_tenant_and_changes_apply_without_a_restart(app
         seen.close()
 
 
-def test_cross_tenant_injection_never_reaches_another_tenants_rows(applied, run_component, database_url, unique):
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
+def test_cross_tenant_injection_never_reaches_another_tenants_rows(applied, run_component, database_url, unique,
+                                                                 engine):
     """Three tenants, ten devices each; every device sends panics and fixes naming no tenant, its own, or one of
     the other two, at random. In PostgreSQL no row of a tenant comes from another tenant's device."""
     rng = random.Random(unique)
@@ -142,7 +148,7 @@ def test_cross_tenant_injection_never_reaches_another_tenants_rows(applied, run_
     owner = {f"d{i}-{unique}": tenants[i % 3] for i in range(30)}
     register(applied, *((d, t, True) for d, t in owner.items()))
     migrate(database_url)
-    run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter")
+    run_component(["worker"], applied, GUARDSTREAM_UNKNOWN_DEVICES="dead_letter", GUARDSTREAM_WORKER_ENGINE=engine)
     run_component(["sink"], applied, DATABASE_URL=database_url, GUARDSTREAM_SINK_GROUP=f"test-sink-{unique}")
     raw = Raw(applied, unique)
     expected: Counter[str] = Counter()  # accepted rows per table, dead letters

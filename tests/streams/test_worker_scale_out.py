@@ -8,7 +8,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 from support.fences import CODEC, import_fences
-from support.processes import collect
+from support.processes import WORKER_ENGINES, collect
 from support.scaled import broker_with_partitions, restored_entries
 
 from guardstream.catalog import TOPICS
@@ -56,8 +56,9 @@ def _taken(workers) -> float:
     return sum(w.metric("guardstream_worker_records_in_total") for w in workers if w.process.poll() is None)
 
 
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
 def test_workers_going_1_3_2_mid_stream_write_every_event_once_and_carry_device_state(
-        scaled, run_component, tmp_path, unique):
+        scaled, run_component, tmp_path, unique, engine):
     tenant = f"t{unique}"
     import_fences(scaled, tmp_path, tenant, [f"hq-{unique}"])
     devices = [f"s{i}-{unique}" for i in range(DEVICES)]
@@ -65,12 +66,12 @@ def test_workers_going_1_3_2_mid_stream_write_every_event_once_and_carry_device_
     alerts = total_fixes // ALERT_EVERY
     started = time.monotonic()
 
-    first = run_component(["worker"], scaled)
+    first = run_component(["worker"], scaled, GUARDSTREAM_WORKER_ENGINE=engine)
     done = threading.Event()
     base_s = int(time.time()) - FIXES - 60
     threading.Thread(target=_publish, args=(scaled, devices, tenant, base_s, done), daemon=True).start()
     wait_until(lambda: _taken([first]) >= total_fixes * 0.15, 60, "the first worker took 15 %")
-    second, third = run_component(["worker"], scaled), run_component(["worker"], scaled)
+    second, third = (run_component(["worker"], scaled, GUARDSTREAM_WORKER_ENGINE=engine) for _ in range(2))
     share = total_fixes * 0.02
     wait_until(lambda: second.metric("guardstream_worker_records_in_total") >= share
                and third.metric("guardstream_worker_records_in_total") >= share, 60, "three workers share the load")

@@ -26,6 +26,10 @@ from guardstream.infra.stack import free_port, kafka_answers, tansu_spec, wait_u
 from guardstream.settings import Settings
 
 
+# the worker's engines (GUARDSTREAM_WORKER_ENGINE): tests of a guarantee of a running worker run on each
+WORKER_ENGINES = ("batch", "faust")
+
+
 def start_process(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen:
     """``argv`` with ``env`` over this process's environment, its output appended to ``log``."""
     with log.open("a") as handle:

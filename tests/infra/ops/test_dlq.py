@@ -6,7 +6,9 @@ import time
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Producer
+import pytest
 from ops_support import T0_MS, read_all, run_cli
+from support.processes import WORKER_ENGINES
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.catalog import TOPICS
@@ -128,15 +130,16 @@ def test_bridge_letters_are_published_again_on_their_mqtt_topic(applied, ops_set
                                                ("dlq.replayed_from", f"{TOPICS.dlq_bridge.name}/0/{offsets[0]}")]
 
 
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
 def test_a_replayed_letter_is_processed_again_and_its_new_letter_can_be_replayed(applied, run_component, unique,
-                                                                                  tmp_path):
+                                                                                  tmp_path, engine):
     """Through the real worker: the re-injected record is not dropped by the duplicate filter (it is
     refused again, with the reason of today's code), and the new letter is re-injected in turn."""
     from support.processes import collect, header
     settings = applied.replace(state_dir=tmp_path / "state")
     device = f"d-{unique}".encode()
     since = str(int(time.time() * 1000) - 1000)
-    run_component(["worker"], applied)
+    run_component(["worker"], applied, GUARDSTREAM_WORKER_ENGINE=engine)
     producer = Producer(producer_config(applied, "ops-test"))
     producer.produce(TOPICS.raw_guard.name, b"{broken", device,
                      headers=[("msg.id", f"m-{unique}".encode()), ("received_ms", since.encode())])
@@ -182,3 +185,59 @@ def test_a_checkpoint_of_a_recreated_dead_letter_topic_is_set_aside(applied, ops
     lines = fresh.stdout.splitlines()
     assert "earlier incarnation of the dead-letter topic" in lines[0]
     assert lines[1:] == ["dlq validate: would re-inject 1 dead letter(s): raw.x 1"]
+
+
+def test_a_letter_replayed_after_the_fix_lands_in_postgresql_once(own_kafka, database_url, run_component, unique,
+                                                                   tmp_path):
+    """A fix of a device missing from the registry is dead-lettered; the device is registered (the
+    fix); `dlq replay` re-injects the letter, the worker takes it, the sink writes it: one row. A
+    second replay re-injects nothing, and the row is still one."""
+    import json
+
+    import psycopg
+
+    from guardstream.infra.migrate import migrate
+    from guardstream.infra.stack import wait_until
+    from support.processes import collect, header
+    settings = own_kafka.settings.replace(database_url=database_url, state_dir=tmp_path / "state",
+                                          unknown_devices="dead_letter")
+    migrate(database_url)
+    worker = run_component(["worker"], settings)
+    run_component(["sink"], settings)
+    device = f"g-{unique}"
+    since = str(int(time.time() * 1000) - 1000)
+    fix = {"ts": int(time.time()), "lat": 52.52, "lon": 13.40, "accuracy_m": 4, "tenant": "acme"}
+    producer = Producer(producer_config(settings, "ops-test"))
+    producer.produce(TOPICS.raw_guard.name, json.dumps(fix).encode(), device.encode(),
+                     headers=[("msg.id", f"m-{unique}".encode()), ("received_ms", since.encode())])
+    assert producer.flush(20) == 0
+    mine = lambda r: r.key() == device.encode()  # noqa: E731
+    [letter] = collect(settings, TOPICS.dlq_validate.name, mine, 1)
+    assert header(letter, "__connect.errors.exception.class.name") == b"unknown_device"
+
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text(f"device_id,tenant,kind,site_id,enabled\n{device},acme,guard,acme-hq,true\n")
+    registered = run_cli(settings, "devices", "import", str(fleet))
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+
+    def worker_knows_it() -> bool:
+        # the worker sets its registry gauge after each batch: a broken record (a not_json letter) makes one
+        producer.produce(TOPICS.raw_guard.name, b"{tick", f"tick-{unique}".encode())
+        producer.flush(10)
+        return worker.metric("guardstream_worker_registry_devices") >= 1
+    wait_until(worker_knows_it, 30, "the worker knows the device", interval_s=0.5)
+
+    rows = lambda: psycopg.connect(database_url).execute(  # noqa: E731
+        "SELECT count(*) FROM guard_positions WHERE device_id = %s", (device,)).fetchone()[0]
+    assert rows() == 0
+    done = run_cli(settings, "dlq", "replay", "--stage", "validate", "--reason", "unknown_device", "--since", since)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"dlq validate: re-injected 1 dead letter(s): {TOPICS.raw_guard.name} 1"
+    wait_until(lambda: rows() == 1, 30, "the replayed fix in PostgreSQL")
+    again = run_cli(settings, "dlq", "replay", "--stage", "validate", "--reason", "unknown_device", "--since", since)
+    assert again.returncode == 0, again.stderr
+    assert "skipped 1 (already replayed)" in again.stdout, again.stdout
+    # one position in Kafka, one letter (none new since the replay), one row
+    assert len(collect(settings, TOPICS.events_high.name, mine, 2, timeout_s=3)) == 1
+    assert len(collect(settings, TOPICS.dlq_validate.name, mine, 2, timeout_s=3)) == 1
+    assert rows() == 1

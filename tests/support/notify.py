@@ -3,6 +3,7 @@ plays both the webhook receiver and the SMS provider; and the notifier process o
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -38,11 +39,14 @@ T0 = 1_795_000_000_000
 
 class MailBox:
     """An SMTP server on a port of its own that keeps every message it accepts; stop and start it again
-    on the same port to take the provider away and bring it back."""
+    on the same port to take the provider away and bring it back. While ``release`` is clear, a message is
+    kept but not answered: the provider took it and the sender has not heard so."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.messages: list[EmailMessage] = []
+        self.release = threading.Event()
+        self.release.set()
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         self.start()
@@ -51,6 +55,7 @@ class MailBox:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.messages.append(message)
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
         return "250 Message accepted for delivery"
 
     def start(self) -> None:
@@ -83,30 +88,39 @@ class Request:
 
 @dataclass
 class HttpReceiver:
-    """A local HTTP server: answers ``status`` (503 plays a provider that is down) and keeps what it took."""
+    """A local HTTP server: answers ``status`` (503 plays a provider that is down) and keeps what it took.
+    Until ``refuse_until`` (``time.monotonic()``) it answers 503 whatever ``status`` says; while ``release``
+    is clear, it keeps a request but answers nothing yet."""
 
     status: int = 200
     accepted: list[Request] = field(default_factory=list)
     refused: int = 0
+    refuse_until: float = 0.0
+    release: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         receiver, lock = self, threading.Lock()
+        self.release.set()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = receiver.status
+                status = 503 if time.monotonic() < receiver.refuse_until else receiver.status
                 with lock:
                     if 200 <= status < 300:
                         receiver.accepted.append(Request(self.path, dict(self.headers.items()), body, time.monotonic()))
                     else:
                         receiver.refused += 1
+                receiver.release.wait(60)
                 reply = json.dumps({"sid": f"SM{uuid.uuid4().hex[:8]}", "status": "queued"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except (BrokenPipeError, ConnectionResetError):  # the sender was killed while we held its request
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: object) -> None:
                 return
