@@ -5,7 +5,9 @@ packets, while Kafka confirms records of different partitions in any order.
 :class:`OrderedAcks` holds each received message's ack until every message
 received before it on the same connection is confirmed too. It also bounds how
 many messages may be unconfirmed at once: the bridge stops reading from MQTT
-when :attr:`full`, which is the back-pressure the broker sees.
+when :attr:`full`, which is the back-pressure the broker sees. Each entry
+remembers when it was added (the injected ``clock``), so :meth:`oldest_age`
+tells how long the head of the window has waited for Kafka.
 
 A reconnect starts a new *generation*: acks still pending from the old
 connection are dropped, because the broker redelivers those messages and the
@@ -14,7 +16,9 @@ new copies are acked when their own Kafka writes complete.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -28,14 +32,16 @@ class Ticket:
 class _Entry:
     mid: int
     qos: int
+    added: float  # clock reading when the message entered the window
     done: bool = False
 
 
 class OrderedAcks:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self._clock = clock
         self.generation = 0
         self._first_seq = 0  # seq of the entry at the head of the queue
         self._queue: deque[_Entry] = deque()
@@ -49,7 +55,7 @@ class OrderedAcks:
 
     def add(self, mid: int, qos: int) -> Ticket:
         """Track one received message; returns the ticket to confirm it with."""
-        self._queue.append(_Entry(mid, qos))
+        self._queue.append(_Entry(mid, qos, self._clock()))
         return Ticket(self.generation, self._first_seq + len(self._queue) - 1)
 
     def confirm(self, ticket: Ticket) -> list[tuple[int, int]]:
@@ -67,6 +73,15 @@ class OrderedAcks:
             if entry.qos > 0:
                 due.append((entry.mid, entry.qos))
         return due
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest unconfirmed message has been in the window; 0 when it is empty.
+        Read from other threads at scrape time: a lost race reads an empty window."""
+        try:
+            head = self._queue[0]
+        except IndexError:
+            return 0.0
+        return max(0.0, self._clock() - head.added)
 
     def reconnected(self) -> int:
         """Forget the old connection's pending acks; returns how many were dropped."""

@@ -87,6 +87,9 @@ def service_grants(rules: Iterable[Rule]) -> tuple[tuple[str, ...], tuple[str, .
     return readwrite, (COMMAND_TOPIC.format(device_id="+"),)
 
 
+SYS_BROKER = "$SYS/broker/#"
+
+
 @dataclass(frozen=True)
 class Acl:
     text: str
@@ -100,7 +103,9 @@ def acl_file(rules: tuple[Rule, ...], device_ids: Iterable[str], service_user: s
     lines = [f"# {line}" for line in header.splitlines()]
     lines += ["# no topic lines before the first user: anonymous clients get nothing", "",
               f"user {service_user}", *(f"topic readwrite {f}" for f in readwrite),
-              *(f"topic write {f}" for f in write)]
+              *(f"topic write {f}" for f in write),
+              # the broker's own figures: the bridge exports how many messages it holds (broker_queue.py)
+              f"topic read {SYS_BROKER}"]
     users: list[str] = []
     left_out: list[tuple[str, str]] = []
     for device_id in sorted(set(device_ids)):

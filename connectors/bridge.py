@@ -53,6 +53,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from guardstream.catalog import TOPICS
 from guardstream.connectors.acks import OrderedAcks, Ticket
+from guardstream.connectors.broker_queue import BrokerQueueReader
 from guardstream.connectors.mapping import Rule, load_rules, subscription_filters
 from guardstream.connectors.metrics import BridgeMetrics
 from guardstream.connectors.mqtt import connect, is_v5, new_client
@@ -489,6 +490,25 @@ class Received:
         return self._topic.decode("utf-8")
 
 
+def watch_window(metrics: BridgeMetrics, bridge: Bridge) -> None:
+    """The lane's window and producer queue as gauges read at scrape time: nothing per message."""
+    lane = bridge.lane
+    metrics.window.labels(lane).set_function(lambda: len(bridge.acks))
+    metrics.window_capacity.labels(lane).set(bridge.acks.capacity)
+    metrics.window_oldest_age.labels(lane).set_function(bridge.acks.oldest_age)
+    metrics.producer_queue.labels(lane).set_function(lambda: len(bridge.producer))
+
+
+def _broker_queue(settings: Settings, metrics: BridgeMetrics) -> BrokerQueueReader | None:
+    """The MQTT broker's own figures beside the bridge's (``broker_queue.py``), when asked for."""
+    if not settings.bridge_broker_stats:
+        return None
+    reader = BrokerQueueReader(settings, f"guardstream-{settings.bridge_id}-sys")
+    metrics.registry.register(reader)
+    reader.start()
+    return reader
+
+
 def run(settings: Settings) -> int:
     """Run the bridge until SIGTERM/SIGINT; exit 1 after a fatal Kafka error."""
     from guardstream.lifecycle import install_stop_handlers
@@ -501,6 +521,9 @@ def run(settings: Settings) -> int:
     bridges = [Bridge(settings, codec, metrics, rules, lane, stopping)
                for lane, rules in lanes(load_rules(settings.bridge_rules))]
     metrics.inflight.set_function(lambda: sum(len(b.acks) for b in bridges))  # read at scrape time
+    for bridge in bridges:
+        watch_window(metrics, bridge)
+    broker = _broker_queue(settings, metrics)
 
     ready = all_ready({f"{b.lane} lane": b.ready for b in bridges})
     endpoints = serve(metrics.registry, ready, settings.metrics_host, settings.metrics_port) \
@@ -515,6 +538,8 @@ def run(settings: Settings) -> int:
             bridge.check_threads()
     for bridge in bridges:
         bridge.stop()
+    if broker is not None:
+        broker.stop()
     if endpoints:
         endpoints.close()
     return 1 if any(b.fatal for b in bridges) else 0

@@ -16,6 +16,10 @@ class BridgeMetrics:
     forwarded: Counter
     refused: Counter
     inflight: Gauge
+    window: Gauge
+    window_capacity: Gauge
+    window_oldest_age: Gauge
+    producer_queue: Gauge
     ack_latency: Histogram
     connected: Gauge
     reconnects: Counter
@@ -39,6 +43,19 @@ class BridgeMetrics:
             inflight=Gauge("guardstream_bridge_inflight_messages",
                            "QoS >= 1 messages received from MQTT whose MQTT acknowledgement waits for Kafka.",
                            registry=r),
+            # per lane, read at scrape time (Gauge.set_function): nothing is counted per message
+            window=Gauge("guardstream_bridge_window_messages",
+                         "The lane's window: QoS >= 1 messages received and not yet confirmed by Kafka.",
+                         ["lane"], registry=r),
+            window_capacity=Gauge("guardstream_bridge_window_capacity",
+                                  "The lane's window size (GUARDSTREAM_BRIDGE_MAX_INFLIGHT); at capacity the lane "
+                                  "stops reading and messages queue in the MQTT broker.", ["lane"], registry=r),
+            window_oldest_age=Gauge("guardstream_bridge_window_oldest_age_seconds",
+                                    "How long the oldest unconfirmed message of the lane's window has waited "
+                                    "for Kafka (0 when the window is empty).", ["lane"], registry=r),
+            producer_queue=Gauge("guardstream_bridge_producer_queue_messages",
+                                 "Records and requests in the lane's Kafka producer queue, not yet delivered "
+                                 "(librdkafka's len(producer)).", ["lane"], registry=r),
             ack_latency=Histogram("guardstream_bridge_ack_latency_seconds",
                                   "From MQTT receipt to the Kafka acknowledgement.", registry=r,
                                   buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)),

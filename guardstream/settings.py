@@ -145,6 +145,11 @@ def _named_urls(raw: str) -> str:
     return ",".join(pairs)
 
 
+def _urls(raw: str) -> str:
+    """``http://host:port,...``; returned normalised, as text, so ``as_env`` round-trips it."""
+    return ",".join(_url("http", "https")(part.strip()) for part in raw.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Var:
     env: str
@@ -242,6 +247,9 @@ class Settings:
                                                  "at most (the rest are dropped and counted)")
     bridge_rules: Path | None = _var("GUARDSTREAM_BRIDGE_RULES", _optional(_path), None,
                                      "TOML file of MQTT topic -> Kafka topic rules (default: the built-in rules)")
+    bridge_broker_stats: bool = _var("GUARDSTREAM_BRIDGE_BROKER_STATS", _bool, True,
+                                     "the bridge reads the MQTT broker's $SYS figures (mosquitto: messages it "
+                                     "holds, messages it dropped) and exports them on its /metrics")
     mqtt_auth: bool = _var("GUARDSTREAM_MQTT_AUTH", _bool, False,
                            "local stack: mosquitto with passwords and an ACL from the device registry "
                            "(`guardstream mqtt acl`)")
@@ -251,6 +259,10 @@ class Settings:
                                         "seconds between consumer-lag collections (default: 10, embedded: 2)")
     lag_window: int = _var("GUARDSTREAM_LAG_WINDOW", _int_range(2, 1000), 10,
                            "offset observations per partition a consumer group's status is judged over")
+
+    lag_bridge_metrics: str = _var("GUARDSTREAM_LAG_BRIDGE_METRICS", _urls, "",
+                                   "bridges' metrics URLs (comma-separated) whose windows `guardstream lag` shows "
+                                   "(besides a running local stack's bridge)")
 
     # -- operator tools --------------------------------------------------------------
     health_endpoints: str = _var("GUARDSTREAM_HEALTH_ENDPOINTS", _named_urls, "",

@@ -153,3 +153,15 @@ def own_kafka(settings: Settings, tmp_path: Path) -> Iterator[OwnKafka]:
         yield own
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def own_mqtt(tmp_path: Path) -> Iterator[str]:
+    """The URL of an MQTT broker of the test's own: its store holds only what the test queues
+    (the session broker keeps earlier tests' persistent sessions, and what is queued for them)."""
+    port = free_port()
+    spec, _ = mqtt_spec(port, tmp_path / "own-mqtt")
+    process = start_process(list(spec.argv), dict(spec.env), tmp_path / "own-mqtt.log")
+    wait_until(lambda: tcp_accepts("127.0.0.1", port), 30, "own MQTT broker")
+    yield f"mqtt://127.0.0.1:{port}"
+    stop_process(process)

@@ -12,6 +12,8 @@ from guardstream.transport import KAFKA, component_settings
 
 if TYPE_CHECKING:
     from .collect import LagCollector
+    from .path import StageQueue
+    from .snapshot import Snapshot
 
 
 def cmd_lag_exporter(args: argparse.Namespace) -> int:
@@ -28,17 +30,41 @@ def cmd_lag(args: argparse.Namespace) -> int:
     collector = LagCollector(settings, group=args.group)
     try:
         if args.watch:
-            return _watch(collector, collection_interval_s(settings))
-        emit_table("guardstream consumer lag", COLUMNS, lag_rows(collector.collect()))
+            return _watch(collector, collection_interval_s(settings), settings if args.group is None else None)
+        snapshot = collector.collect()
+        if args.group is None:
+            emit_path(settings, snapshot)
+        emit_table("guardstream consumer lag", COLUMNS, lag_rows(snapshot))
         return 0
     finally:
         collector.close()
 
 
-def _watch(collector: LagCollector, interval_s: float) -> int:
-    """Refresh every interval until Ctrl-C; the status windows fill as the refreshes go by."""
-    from rich.console import Console
+def path_of(settings: Settings, snapshot: Snapshot) -> list[StageQueue]:
+    """The whole path's queues, MQTT broker to consumer groups, read now."""
+    from guardstream.catalog import TOPICS
+    from .path import path_stages
+    from .sources import bridge_urls, read_broker_queued, read_windows
+    return path_stages(read_broker_queued(settings), read_windows(bridge_urls(settings)), snapshot,
+                       frozenset(t.name for t in TOPICS.raw()))
+
+
+def emit_path(settings: Settings, snapshot: Snapshot) -> None:
+    """The whole path's queues and the first stage behind, as a table and a line."""
+    from guardstream.console import emit_table
+    from .path import PATH_COLUMNS, path_rows, verdict
+    stages = path_of(settings, snapshot)
+    emit_table("guardstream pipeline queues", PATH_COLUMNS, path_rows(stages))
+    print(verdict(stages), flush=True)
+
+
+def _watch(collector: LagCollector, interval_s: float, path_settings: Settings | None) -> int:
+    """Refresh every interval until Ctrl-C; the status windows fill as the refreshes go by. With
+    ``path_settings``, the whole path's queues above the lag table."""
+    from rich.console import Console, Group
     from rich.live import Live
+    from .path import PATH_COLUMNS, path_rows, verdict
+    from .table import path_table
     from guardstream.console import emit_table
     from guardstream.errors import UnavailableError
     from .table import COLUMNS, lag_rows, lag_table
@@ -53,13 +79,18 @@ def _watch(collector: LagCollector, interval_s: float) -> int:
                     snapshot = collector.collect()
                 except UnavailableError as exc:
                     snapshot, caption = collector.snapshot, f"last collection failed: {exc.detail}"
+                stages = path_of(path_settings, snapshot) if path_settings is not None else None
                 if live is None:
                     if caption:
                         print(caption, file=sys.stderr)
+                    if stages is not None:
+                        emit_table("guardstream pipeline queues", PATH_COLUMNS, path_rows(stages))
+                        print(verdict(stages))
                     emit_table(title, COLUMNS, lag_rows(snapshot))
                     print(flush=True)
                 else:
-                    live.update(lag_table(snapshot, title, caption), refresh=True)
+                    table = lag_table(snapshot, title, caption)
+                    live.update(table if stages is None else Group(path_table(stages), table), refresh=True)
                 pause.wait(interval_s)
     except KeyboardInterrupt:
         return 0
@@ -78,7 +109,8 @@ class _NoLive:
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("lag-exporter", help="serve consumer lag, lag in seconds and group status on /metrics") \
         .set_defaults(handler=cmd_lag_exporter)
-    lag = sub.add_parser("lag", help="consumer lag per group, topic and partition, with each group's status")
+    lag = sub.add_parser("lag", help="where messages queue (MQTT broker, bridge window, each consumer group) and "
+                                     "the first stage behind; consumer lag per group, topic and partition")
     lag.add_argument("--group", help="this consumer group only")
     lag.add_argument("--watch", action=_Watch,
                      help="refresh every GUARDSTREAM_LAG_INTERVAL_S until Ctrl-C; statuses build up as it runs")

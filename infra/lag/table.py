@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .burrow import Status
+from .path import PATH_COLUMNS, StageQueue, path_rows, verdict
 from .snapshot import Snapshot
 
 COLUMNS = ["group", "status", "topic", "partition", "committed", "end", "lag", "lag_s", "partition_status",
@@ -39,4 +40,15 @@ def lag_table(snapshot: Snapshot, title: str, caption: str | None = None) -> Tab
         # Text, not markup: a group or topic name may hold brackets
         table.add_row(*(Text(cell, style=_STYLE[Status(cell)] if i in statuses and cell else "")
                         for i, cell in enumerate(row)))
+    return table
+
+
+def path_table(stages: list[StageQueue]) -> Table:
+    """The whole path's queues as a rich table, the stages behind in red (for ``--watch``)."""
+    table = Table(title="guardstream pipeline queues", title_justify="left", caption=verdict(stages),
+                  caption_justify="left")
+    for column in PATH_COLUMNS:
+        table.add_column(column, justify="right" if column in ("queued", "limit", "oldest_s") else "left")
+    for row in path_rows(stages):
+        table.add_row(*(Text(cell, style="red" if row[-1] else "") for cell in row))
     return table

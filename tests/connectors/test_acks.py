@@ -54,3 +54,22 @@ def test_any_confirmation_order_acks_each_message_once_in_order(order):
         assert released_mids == list(range(len(released_mids)))
     assert [mid for mid, _ in released] == list(range(30))
     assert acks.confirm(tickets[0]) == []
+
+
+def test_oldest_age_is_the_head_of_the_window_waiting():
+    now = [100.0]
+    acks = OrderedAcks(10, clock=lambda: now[0])
+    assert acks.oldest_age() == 0.0
+    first = acks.add(1, 1)
+    now[0] = 102.0
+    second = acks.add(2, 1)
+    now[0] = 105.0
+    assert acks.oldest_age() == 5.0
+    acks.confirm(second)  # confirmed out of order: the head still waits
+    assert acks.oldest_age() == 5.0
+    acks.confirm(first)
+    assert acks.oldest_age() == 0.0
+    acks.add(3, 1)
+    now[0] = 106.0
+    acks.reconnected()
+    assert acks.oldest_age() == 0.0

@@ -67,7 +67,11 @@ def exported_names() -> set[str]:
     # a snapshot with one row, so every lag family (the age one too) shows up in a collection
     row = PartitionLag("g", "t", 0, 1, 5, 4, 2.0, Status.OK, 1)
     lag.snapshot.publish(Snapshot(90.0, 10, {("t", 0): (0, 5)}, (row,), {"g": Status.OK}))
-    registries = [BridgeMetrics.create().registry, CommandMetrics.create().registry, WorkerMetrics.create().registry,
+    from guardstream.connectors.broker_queue import BrokerQueue, queue_families
+    bridge = BridgeMetrics.create()
+    # the MQTT broker's figures, registered on the bridge's registry once mosquitto reports them
+    bridge.registry.register(_Families(queue_families(BrokerQueue(5, 1, 0, 1.0, 1.0, 90.0), 100.0)))
+    registries = [bridge.registry, CommandMetrics.create().registry, WorkerMetrics.create().registry,
                   SinkMetrics.create().registry, GatewayMetrics.create().registry, NotifierMetrics.create().registry,
                   lag.registry]
     names = set()
@@ -76,6 +80,14 @@ def exported_names() -> set[str]:
             names.update(family.name + suffix for suffix in SUFFIXES[family.type])
             names.update(sample.name for sample in family.samples)
     return names
+
+
+class _Families:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return iter(self.families)
 
 
 def _dashboard_exprs():
