@@ -17,6 +17,8 @@ const STATUS_OF = { ACKNOWLEDGE: "ACKNOWLEDGED", RESOLVE: "RESOLVED", FALSE_ALAR
 const NOTIFY_REFRESH_MS = 5000;
 
 const token = new URLSearchParams(location.search).get("token") || "";
+// the alert a link names: notifications link to `<dashboard>/#alert=<event id>`
+const linkedAlert = () => new URLSearchParams(location.hash.slice(1)).get("alert") || null;
 const state = {
   fences: [],
   guards: new Map(),       // device id -> {lat, lon, violation, tenant}
@@ -29,6 +31,7 @@ const state = {
   socket: null,
   retryMs: 1000,
   projection: null,
+  linked: linkedAlert(),   // the alert the page's link names, until it is shown
 };
 
 const $ = (id) => document.getElementById(id);
@@ -287,6 +290,7 @@ function onAlert(schema, data) {
     last.remove();
   }
   $("alert-count").textContent = String(state.alerts.size);
+  if (data.event_id === state.linked) showLinkedAlert();
   const parked = state.parkedActions.get(data.event_id);
   if (parked) {
     state.parkedActions.delete(data.event_id);
@@ -349,6 +353,31 @@ function onAlertStatus(message) {
   }
   const panel = item.querySelector("details.notifications");
   if (panel && panel.open) loadNotifications(panel); // an action stops an escalation: show what it cancelled
+}
+
+// the alert a link named: selected, scrolled to, its notifications open; after the snapshot, so the
+// list is complete and in order; an alert not open yet is shown when it arrives
+function showLinkedAlert() {
+  const id = state.linked;
+  if (!id || state.awaitingSnapshot) return;
+  const item = state.alerts.get(id);
+  if (!item) {
+    say("alert " + id + " from the link is not among the open alerts; it is shown if it arrives");
+    return;
+  }
+  state.linked = null;
+  for (const other of document.querySelectorAll("#alerts li.selected")) {
+    other.classList.remove("selected");
+    other.removeAttribute("aria-current");
+  }
+  item.classList.add("selected");
+  item.setAttribute("aria-current", "true");
+  item.tabIndex = -1;
+  const panel = item.querySelector("details.notifications");
+  if (panel) panel.open = true; // its toggle asks the history API
+  item.scrollIntoView({ block: "center" });
+  item.focus({ preventScroll: true });
+  say("alert " + id + " opened from its link");
 }
 
 // -- what the notifier sent about an alert, from the history API -------------------------
@@ -483,6 +512,7 @@ function onMessage(raw) {
     case "snapshot_end":
       state.awaitingSnapshot = false;
       for (const [key, offset] of Object.entries(message.offsets)) noteOffset(key, offset);
+      showLinkedAlert();
       break;
     case "live":
       setConnection("live", message.replayed ? message.replayed + " replayed" : "");
@@ -545,6 +575,8 @@ if (!token) {
 } else {
   loadFences();
   connect();
+  // another alert's link opened in this tab changes only the fragment: no reload
+  window.addEventListener("hashchange", () => { state.linked = linkedAlert(); showLinkedAlert(); });
   setInterval(showRates, 1000);
   setInterval(() => { for (const [id, guard] of state.guards) markStale(id, guard); }, 15000);
   setInterval(declutter, 2000); // guards move: place the labels again

@@ -7,11 +7,14 @@
    row in PostgreSQL reads ACKNOWLEDGED.
 3. Three alerts survive a reload (the snapshot on subscribe); an acknowledgement on a second
    screen reaches the first, and a reload still shows who acknowledged.
+4. An alert's Notifications panel shows what a real notifier sent, to whom and when.
+5. The link in a notifier's email (`#alert=<id>`) opens the page on that alert, its panel open.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -265,6 +268,90 @@ tenants = ["{tenant}"]
         assert [m["To"] for m in mail.received()] == ["ops@example.invalid"]
         assert len(http.accepted) == 2  # the webhook and the SMS, once each
         assert "s3cr3t" not in page.content()
+    finally:
+        gateway.stop()
+        notifier.stop()
+        mail.stop()
+        http.close()
+    ws = gateway.ws_url.replace("/ws", "")
+    assert requests and all(url.startswith((gateway.http_url, ws)) for url in requests), requests
+    assert refused == []
+
+
+def test_the_link_in_a_notification_opens_its_alert_with_what_was_sent(page, applied, run_component, database_url,
+                                                                       unique, tmp_path) -> None:
+    """The link a real notifier puts in its email (`…/#alert=<id>`) opens the dashboard on that alert: once
+    the snapshot is in, it is selected, scrolled into view below thirty panics, and its Notifications panel
+    is open; another alert's link in the same tab moves there; an alert that is not open is said to be so."""
+    from playwright.sync_api import expect
+
+    tenant = f"link{unique}"
+    migrate(database_url)
+    run_component(["sink"], applied.replace(database_url=database_url), GUARDSTREAM_SINK_GROUP=f"sink-{unique}")
+    gateway = start_gateway(applied, tmp_path / "gateway.log", DATABASE_URL=database_url)
+    group = f"test-dash-link-{unique}"
+    start_group_at_end(applied, group)
+    mail, http = MailBox(), HttpReceiver()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f"""
+[recipients.ops]
+email = "ops@example.invalid"
+[[rules]]
+name = "tamper"
+tenants = ["{tenant}"]
+kinds = ["TAMPER"]
+  [[rules.tiers]]
+  recipients = ["ops"]
+  channels = ["email"]
+""")
+    notifier = Notifier(applied, database_url, group, rules, mail, http, tmp_path / "notifier.log",
+                        env={"GUARDSTREAM_NOTIFY_DASHBOARD_URL": gateway.http_url + "/"}).start()
+    requests: list[str] = []
+    refused: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    try:
+        panics = [alert(tenant, f"guard-{n}") for n in range(30)]  # life-safety: listed above the tamper
+        tamper = alert(tenant, "door-7", kind="TAMPER")
+        produce(applied, TOPICS.events_critical.name, "guardstream.DeviceAlert", [tamper, *panics])
+        wait_until(lambda: all(alert_status(database_url, a["event_id"]) == "NEW" for a in [tamper, *panics]), 60,
+                   "the alerts in PostgreSQL")
+        wait_until(lambda: notifier.count("status = 'sent'") == 1, 30, "the tamper's email sent")
+        [message] = mail.received()
+        [link] = [line.rsplit(" ", 1)[1] for line in message.get_body(("plain",)).get_content().splitlines()
+                  if line.startswith("Open the alert on the dashboard: ")]
+        address, fragment = link.split("#", 1)
+        assert (address, fragment) == (gateway.http_url + "/", f"alert={tamper['event_id']}")
+
+        # the operator's session supplies the token; the link supplies the alert
+        page.goto(f"{address}?token={token(sub='op-web', tenants=[tenant], roles=['operator'])}#{fragment}")
+        item = page.locator(f"#alerts li[data-alert-id='{tamper['event_id']}']")
+        expect(item).to_have_class(re.compile(r"\bselected\b"), timeout=WAIT_MS)
+        expect(page.locator("#alerts li")).to_have_count(31)
+        assert item.evaluate("el => el === el.parentElement.lastElementChild")  # below every panic
+        expect(item).to_be_in_viewport()
+        assert page.locator("#alerts-panel").evaluate("el => el.scrollTop") > 0  # it was scrolled to
+        assert item.evaluate("el => document.activeElement === el")
+        panel = item.locator("details.notifications")
+        expect(panel).to_have_attribute("open", "")
+        row = panel.locator("tr[data-channel='email'][data-recipient='ops'][data-tier='1']")
+        expect(row).to_have_attribute("data-status", "sent", timeout=WAIT_MS)
+        expect(panel.locator("summary")).to_have_text("Notifications · 1 of 1 sent")
+        expect(page.locator("#alerts li.selected")).to_have_count(1)
+
+        # another alert's link in the same tab: that alert, without a reload
+        other = page.locator(f"#alerts li[data-alert-id='{panics[0]['event_id']}']")
+        page.evaluate("id => { location.hash = 'alert=' + encodeURIComponent(id); }", panics[0]["event_id"])
+        expect(other).to_have_class(re.compile(r"\bselected\b"), timeout=WAIT_MS)
+        expect(other.locator("details.notifications .sent-note")).to_have_text("nothing sent for this alert",
+                                                                               timeout=WAIT_MS)
+        expect(page.locator("#alerts li.selected")).to_have_count(1)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+        page.evaluate("() => { location.hash = 'alert=gone-1'; }")
+        expect(page.locator("#message")).to_contain_text("alert gone-1 from the link is not among the open alerts",
+                                                         timeout=WAIT_MS)
     finally:
         gateway.stop()
         notifier.stop()

@@ -1,5 +1,9 @@
 """``guardstream notifier`` as a real process: tansu, PostgreSQL, an SMTP server and an HTTP server.
 
+The first test goes the whole way: a panic published on MQTT (mosquitto), through ``guardstream bridge``
+and ``worker`` to events.critical, to the notifier and its receivers. The others write alerts straight
+to events.critical.
+
 Each test has its own database, consumer group (started at the topics' end) and tenant, and
 its own receivers, so what the receivers hold is this test's alone.
 """
@@ -10,6 +14,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -21,9 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.notify import SECRET, SMS_PATH, Alerts, HttpReceiver, MailBox, Notifier, rules_file, start_group_at_end
-from support.processes import collect
+from support.processes import WORKER_ENGINES, collect, publisher
 
 from guardstream.catalog import TOPICS
+from guardstream.connectors.raw import message_id
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import wait_until
 from guardstream.notifier.messages import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -74,6 +80,79 @@ def alerts_of(notifier: Notifier) -> dict[str, list[str]]:
     return {"email": [m["X-Guardstream-Alert"] for m in notifier.mail.received()],
             "webhook": [r.json()["alert"]["event_id"] for r in notifier.http.received(HOOK)],
             "sms": [r.form()["Body"].rsplit("#alert=", 1)[1] for r in notifier.http.received(SMS_PATH)]}
+
+
+def signed(request) -> bool:
+    """The webhook's signature is the HMAC of its timestamp and body with the shared secret."""
+    expected = hmac.new(SECRET.encode(), request.headers[TIMESTAMP_HEADER].encode() + b"." + request.body,
+                        hashlib.sha256).hexdigest()
+    return request.headers[SIGNATURE_HEADER] == f"sha256={expected}"
+
+
+def publish_panic(mqtt, device: str, tenant: str, message: str) -> str:
+    """A panic button pressed on ``device``; returns the alert's event id (the bridge's message id)."""
+    topic = f"alert/panic/{device}"
+    payload = json.dumps({"ts": time.time_ns() // 1_000_000, "latitude": 52.5201, "longitude": 13.4049,
+                          "message": message, "tenant": tenant}).encode()
+    mqtt.publish(topic, payload, qos=1).wait_for_publish(10)
+    return message_id(topic, payload)
+
+
+@pytest.mark.parametrize("engine", WORKER_ENGINES)
+def test_a_panic_on_mqtt_reaches_email_webhook_and_sms_once_each(notifier, run_component, unique, engine):
+    """mosquitto -> bridge -> worker -> events.critical -> notifier -> the SMTP server, the webhook receiver
+    and the SMS provider: each gets the panic once, saying what, who, which tenant and where to look."""
+    tenant = f"t{unique}"
+    settings = notifier.settings.replace(database_url=notifier.database_url)
+    run_component(["bridge"], settings, GUARDSTREAM_BRIDGE_ID=f"b-{unique}",
+                  GUARDSTREAM_BRIDGE_SHARED_GROUP=f"g-{unique}")
+    run_component(["worker"], settings, GUARDSTREAM_WORKER_ENGINE=engine)
+    notifier.start()
+    mqtt = publisher(settings, f"pub-{unique}")
+    try:
+        started = time.monotonic()
+        alert_id = publish_panic(mqtt, "guard-1", tenant, "panic button")
+        # a bound for a stuck pipeline, not a measurement: bench/notify_latency.py measures
+        wait_until(lambda: notifier.count("status = 'sent'") == 3, 60, "the panic sent by email, webhook and SMS")
+        print(f"panic on MQTT -> three notifications marked sent: {time.monotonic() - started:.2f} s ({engine})")
+        # a second panic behind it: once it has arrived everywhere, a repeat of the first would have too
+        later_id = publish_panic(mqtt, "guard-2", tenant, "second panic")
+        wait_until(lambda: notifier.count("status = 'sent'") == 6, 60, "the second panic sent")
+    finally:
+        mqtt.loop_stop()
+        mqtt.disconnect()
+
+    link = f"https://dash.example.invalid/#alert={alert_id}"
+    mails = [m for m in notifier.mail.received() if m["X-Guardstream-Alert"] == alert_id]
+    hooks = [r for r in notifier.http.received(HOOK) if r.json()["alert"]["event_id"] == alert_id]
+    texts = [r for r in notifier.http.received(SMS_PATH) if r.form()["Body"].endswith(link)]
+    assert (len(mails), len(hooks), len(texts)) == (1, 1, 1)
+    assert alerts_of(notifier) == {channel: [alert_id, later_id] for channel in ("email", "webhook", "sms")}
+
+    [mail], [hook], [sms] = mails, hooks, texts
+    assert mail["To"] == "ops@example.invalid"
+    assert mail["Subject"] == "CRITICAL PANIC: guard-1 at north-gate"
+    for part in (mail.get_body(("plain",)).get_content(), mail.get_body(("html",)).get_content()):
+        assert all(fact in part for fact in ("PANIC", "guard-1", "north-gate", tenant, "panic button", link)), part
+    assert "Tenant: " + tenant in mail.get_body(("plain",)).get_content()
+
+    assert signed(hook)
+    body = hook.json()
+    assert body["type"] == "guardstream.alert" and body["dashboard_url"] == link
+    assert {k: body["alert"][k] for k in ("kind", "severity", "device_id", "tenant", "site", "message")} == {
+        "kind": "PANIC", "severity": "CRITICAL", "device_id": "guard-1", "tenant": tenant, "site": "north-gate",
+        "message": "panic button"}
+    assert (body["alert"]["lat"], body["alert"]["lon"]) == (52.5201, 13.4049)
+
+    form = sms.form()
+    assert form["To"] == "+15550100" and form["From"] == "+15559999"
+    assert form["Body"].startswith("CRITICAL PANIC: guard-1 at north-gate. panic button")
+
+    rows = notifier.rows("SELECT channel, recipient, tier, status, attempts, sent_at IS NOT NULL FROM notifications "
+                         "WHERE alert_id = %s ORDER BY channel", alert_id)
+    assert rows == [("email", "ops", 1, "sent", 1, True), ("sms", "ops", 1, "sent", 1, True),
+                    ("webhook", "ops", 1, "sent", 1, True)]
+    assert notifier.count() == 6
 
 
 def test_a_panic_reaches_email_webhook_and_sms_once_each(notifier, unique):
