@@ -36,7 +36,7 @@ from guardstream.gateway.protocol import render, tp_key
 from guardstream.records import ALERT_ACTION, DEVICE_ALERT, GUARD_POSITION
 
 TP = tuple[str, int]
-CHUNK = 2000  # rows per snapshot message: about 300 kB of guards, below a client's default 1 MiB frame
+CHUNK = 500  # rows per snapshot message: larger frames measured no faster (bench, 500 vs 2,000 vs 12,000)
 OPEN_STATUSES = ("NEW", "ACKNOWLEDGED")
 
 # The order of a row's values, per section: the record schemas' field order (schemas/avro/),
