@@ -9,10 +9,12 @@ the WebSocket, its snapshot (``Store.snapshot`` + ``snapshot_messages``, what a
 ``"snapshot": true`` subscribe sends). Kafka plays no part: the replay that
 follows a snapshot is measured by the gateway's resume tests and benches.
 
-* snapshot: from sending the subscribe to receiving ``snapshot_end`` (goal: p99 <= 100 ms), once
-  with a fix written before each subscribe (the snapshot is read from the tables) and once
-  with nothing written in between (the gateway serves the snapshot it took at the same sink
-  positions again);
+* snapshot: from sending the subscribe to receiving ``snapshot_end`` and parsing every message
+  (goal: p99 <= 100 ms), once with a fix written before each subscribe (the snapshot is read
+  from the tables) and once with nothing written in between (the gateway serves the snapshot
+  it took at the same sink positions again). Beside the fresh read, in the same run and on the
+  same tables, the snapshot as it was sent before the compact rows (migration 0008): each
+  record a JSON object, read one row each, in messages of 500;
 * track: ``/api/positions`` for the 24 hours, the first page (1,000 fixes), every page of
   10,000, and the whole track simplified to at most 1,000 points (goal: <= 50 ms).
 
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.rows import tuple_row
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.sync.client import connect
 
@@ -48,6 +51,7 @@ from guardstream.sinks.rows import plan_write
 from guardstream.sinks.writer import BatchWriter
 
 GUARDS, ALERTS, TRACK = 10_000, 1_000, 86_400
+ROUND = 10  # snapshot runs of one variant before the next
 TENANT = "acme"
 SECRET = "bench-secret-0123456789abcdef-0123456789abcdef"
 NOW = time.time_ns() // 1_000_000
@@ -116,10 +120,42 @@ class Server:
 
     async def _snapshot(self, ws: ServerConnection) -> None:
         async for message in ws:
-            channels = json.loads(message)["channels"]
-            snapshot = await self.store.snapshot(scope(self.principal, channels))
-            for text in snapshot_messages(self.principal, channels, snapshot, {}):
+            subscribe = json.loads(message)
+            channels = subscribe["channels"]
+            if subscribe.get("objects"):
+                texts = await objects_snapshot(self.store, channels)
+            else:
+                snapshot = await self.store.snapshot(scope(self.principal, channels))
+                texts = snapshot_messages(self.principal, channels, snapshot, {})
+            for text in texts:
                 await ws.send(text)
+
+
+_OBJECTS_ALERTS = """
+SELECT row_to_json(r)::text FROM (
+    SELECT event_id, tenant, device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms,
+           (extract(epoch FROM received_at) * 1000)::bigint AS received_ms, kind, severity, lat, lon, message, rule,
+           cause_event_id, status, status_by, status_ts_ms, status_note
+      FROM device_alerts WHERE status = ANY(%(open)s) AND tenant = %(tenant)s ORDER BY ts, event_id) r"""
+_OBJECTS_POSITIONS = "SELECT record::text FROM guard_last_positions WHERE tenant = %(tenant)s"
+
+
+async def objects_snapshot(store: Store, channels: list[str]) -> list[str]:
+    """The snapshot as sent before migration 0008, for comparison: the same transaction, each
+    record a JSON object read as a row of its own, 500 to a message."""
+    params = {"tenant": TENANT, "open": ["NEW", "ACKNOWLEDGED"]}
+    async with store._connection() as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await (await conn.execute("SELECT topic, partition, next_offset FROM sink_positions")).fetchall()
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            alerts = [r[0] for r in await (await cur.execute(_OBJECTS_ALERTS, params)).fetchall()]
+            positions = [r[0] for r in await (await cur.execute(_OBJECTS_POSITIONS, params)).fetchall()]
+    out = []
+    for channel, schema, items in ((channels[0], DEVICE_ALERT, alerts), (channels[1], GUARD_POSITION, positions)):
+        head = json.dumps({"type": "snapshot", "channel": channel, "schema": schema})[:-1]
+        out += [f'{head}, "items": [{",".join(items[at:at + 500])}]}}' for at in range(0, len(items), 500)]
+    return out + [json.dumps({"type": "snapshot_end", "offsets": {}, "alerts": len(alerts), "actions": 0,
+                              "positions": len(positions)})]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -143,18 +179,23 @@ class Mover:
         assert not result.rejected
 
 
-def snapshot_times(port: int, runs: int, before_each: Callable[[], None] = lambda: None) -> tuple[list[float], dict]:
-    times, end = [], {}
+def snapshot_times(port: int, runs: int, before_each: Callable[[], None] = lambda: None,
+                   objects: bool = False) -> tuple[list[float], dict, int]:
+    times, end, size = [], {}, 0
     channels = [f"tenant:{TENANT}:alerts", f"tenant:{TENANT}:positions"]
+    subscribe = {"op": "subscribe", "channels": channels, "snapshot": True} | ({"objects": True} if objects else {})
     with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**24, compression=None) as ws:
         for _ in range(runs):
             before_each()
-            started = time.perf_counter()
-            ws.send(json.dumps({"op": "subscribe", "channels": channels, "snapshot": True}))
-            while (end := json.loads(ws.recv()))["type"] != "snapshot_end":
-                pass
+            started, size = time.perf_counter(), 0
+            ws.send(json.dumps(subscribe))
+            while True:
+                text = ws.recv()
+                size += len(text)
+                if (end := json.loads(text))["type"] == "snapshot_end":
+                    break
             times.append((time.perf_counter() - started) * 1000)
-    return times, end
+    return times, end, size
 
 
 def get(port: int, path: str, token: str, **params: object) -> dict:
@@ -217,14 +258,23 @@ def main() -> None:
               f"in {time.perf_counter() - started:.1f}s")
         server = Server(url)
         snapshot_times(server.port, 3)  # warm the pool and the caches
+        snapshot_times(server.port, 3, objects=True)
         mover = Mover(url)
         try:
-            for label, before_each in (("after a write: read from the tables", mover),
-                                       ("tables unchanged since the last: served again", lambda: None)):
-                times, end = snapshot_times(server.port, snapshot_runs, before_each)
-                print(f"snapshot ({end['positions']:,} guards, {end['alerts']:,} open alerts) to the client, "
-                      f"{label}: p50 {statistics.median(times):.1f} ms, p99 {percentile(times, 99):.1f} ms, "
-                      f"max {max(times):.1f} ms over {snapshot_runs} (goal: p99 <= 100 ms)")
+            variants = (("before (objects, migration 0007), after a write", mover, True),
+                        ("compact rows, after a write: read from the tables", mover, False),
+                        ("compact rows, tables unchanged since the last: served again", lambda: None, False))
+            # in alternating rounds, so the machine's other load falls on every variant alike
+            measured: dict[str, tuple[list[float], dict, int]] = {label: ([], {}, 0) for label, _, _ in variants}
+            for at in range(0, snapshot_runs, ROUND):
+                for label, before_each, objects in variants:
+                    times, end, size = snapshot_times(server.port, min(ROUND, snapshot_runs - at), before_each, objects)
+                    measured[label] = (measured[label][0] + times, end, size)
+            for label, (times, end, size) in measured.items():
+                print(f"snapshot ({end['positions']:,} guards, {end['alerts']:,} open alerts, {size / 1e6:.2f} MB) "
+                      f"to the client, {label}: p50 {statistics.median(times):.1f} ms, "
+                      f"p99 {percentile(times, 99):.1f} ms, max {max(times):.1f} ms over {len(times)} "
+                      "(goal: p99 <= 100 ms)")
         finally:
             mover.writer.close()
         for label, (times, count) in track_times(server.port, track_runs).items():

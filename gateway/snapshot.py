@@ -12,24 +12,43 @@ the events between the snapshot and the hub's live position are replayed from
 Kafka, those the snapshot already holds are dropped from the live queue, and
 the client sees every later event exactly once.
 
+A ``snapshot`` message names its section's fields once and carries each record
+as a JSON array of its values in that order (``fields``, ``rows``): 10,000
+guards as objects were 3.2 MB, mostly the field names repeated, and the bytes
+are what the database, the socket and the client's parser spend their time
+on. :func:`records` turns a message back into the feed's records.
+
 :func:`scope` decides what a subscription's snapshot covers, from the token
 and the channels alone; the SQL filters on it (``store.py``) and
-:func:`snapshot_messages` checks every row's tenant again as live delivery
-does (``channels.delivery_channel``).
+:func:`snapshot_messages` checks each section's tenant (and device) again as
+live delivery does (``channels.delivery_channel``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
 from guardstream.gateway.auth import Principal
 from guardstream.gateway.channels import Kind, delivery_channel, parse_channel, route
 from guardstream.gateway.protocol import render, tp_key
 from guardstream.records import ALERT_ACTION, DEVICE_ALERT, GUARD_POSITION
 
 TP = tuple[str, int]
-CHUNK = 500  # items per snapshot message: 10,000 guards stay far below a client's default 1 MiB frame
+CHUNK = 500  # rows per snapshot message: larger frames measured no faster (bench, 500 vs 2,000 vs 12,000)
 OPEN_STATUSES = ("NEW", "ACKNOWLEDGED")
+
+# The order of a row's values, per section: the record schemas' field order (schemas/avro/),
+# then, for an alert, its status. The database renders rows in this order (store.py, and
+# guard_position_snapshot_row in migration 0008); a test holds the three together.
+POSITION_FIELDS = ("event_id", "tenant", "device_id", "ts_ms", "received_ms", "lat", "lon", "accuracy_m",
+                   "speed_mps", "heading_deg", "altitude_m", "fences", "in_site", "violation")
+ALERT_FIELDS = ("event_id", "tenant", "device_id", "ts_ms", "received_ms", "kind", "severity", "lat", "lon",
+                "message", "rule", "cause_event_id", "ts_source", "claimed_kind", "claimed_severity", "status",
+                "status_by", "status_ts_ms", "status_note")
+ACTION_FIELDS = ("action_id", "tenant", "alert_event_id", "action", "actor", "ts_ms", "note")
+FIELDS = {GUARD_POSITION: POSITION_FIELDS, DEVICE_ALERT: ALERT_FIELDS, ALERT_ACTION: ACTION_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -60,9 +79,11 @@ def scope(principal: Principal, channels: Iterable[str]) -> Scope:
                  frozenset(positions), frozenset(devices))
 
 
-# One item of a snapshot: (tenant, device id or None, the record as JSON text). The database
-# renders the JSON, so 10,000 guards are never parsed into Python objects and rendered again.
-Row = tuple[str, str | None, str]
+# Rows of a snapshot that go to one channel: (tenant, device id or None, the rows). The rows are
+# JSON arrays (FIELDS), one a line (JSON text never holds a raw newline), rendered and joined by
+# the database: 10,000 guards are never a Python object each. The device is None when the rows
+# reach the client through a tenant-wide channel, and names the one device otherwise.
+Section = tuple[str, str | None, str]
 
 
 @dataclass(frozen=True)
@@ -70,9 +91,9 @@ class Snapshot:
     """What the database held at one instant, as records of the feed's schemas."""
 
     reflected: Mapping[TP, int]  # per topic-partition: the offset after the last record the tables hold
-    alerts: Sequence[Row]  # DeviceAlert fields + status, status_by, status_ts_ms, status_note
-    actions: Sequence[Row]  # AlertAction records parked until their alert is written
-    positions: Sequence[Row]  # GuardPosition records, the newest of each guard
+    alerts: Sequence[Section]  # DeviceAlert records + their status (ALERT_FIELDS)
+    actions: Sequence[Section]  # AlertAction records parked until their alert is written
+    positions: Sequence[Section]  # GuardPosition records, the newest of each guard
 
 
 @dataclass(frozen=True)
@@ -92,30 +113,36 @@ def border(reflected: Mapping[TP, int], live: Mapping[TP, int]) -> Border:
 
 def snapshot_messages(principal: Principal, subscribed: Iterable[str], snapshot: Snapshot, held: Mapping[TP, int],
                       chunk: int = CHUNK) -> list[str]:
-    """The ``snapshot`` messages (per channel and schema, in chunks) and the closing ``snapshot_end``,
-    whose ``offsets`` (``held``: the border's resume) are where the client's resume position starts."""
+    """The ``snapshot`` messages (per channel and schema, in chunks of rows) and the closing
+    ``snapshot_end``, whose ``offsets`` (``held``: the border's resume) are where the client's
+    resume position starts."""
     channels = frozenset(subscribed)
     grouped: dict[tuple[str, str], list[str]] = {}
     counts = {"alerts": 0, "actions": 0, "positions": 0}
-    for schema, part, rows in ((DEVICE_ALERT, "alerts", snapshot.alerts), (ALERT_ACTION, "actions", snapshot.actions),
-                               (GUARD_POSITION, "positions", snapshot.positions)):
-        by_tenant: dict[str, str | None] = {}  # the tenant's or noc channel, when it names every row of the tenant
-        for tenant, device, text in rows:
-            if tenant not in by_tenant:
-                by_tenant[tenant] = _channel(principal, channels, schema, tenant, None)
-            name = by_tenant[tenant] or _channel(principal, channels, schema, tenant, device)
-            if name is None:
+    for schema, part, sections in ((DEVICE_ALERT, "alerts", snapshot.alerts),
+                                   (ALERT_ACTION, "actions", snapshot.actions),
+                                   (GUARD_POSITION, "positions", snapshot.positions)):
+        for tenant, device, text in sections:
+            name = _channel(principal, channels, schema, tenant, device)
+            if name is None or not text:
                 continue
-            grouped.setdefault((name, schema), []).append(text)
-            counts[part] += 1
+            rows = text.split("\n")
+            grouped.setdefault((name, schema), []).extend(rows)
+            counts[part] += len(rows)
     out = []
-    for (name, schema), items in sorted(grouped.items()):
-        head = render({"type": "snapshot", "channel": name, "schema": schema})[:-1]
-        for start in range(0, len(items), chunk):
-            out.append(f'{head},"items":[{",".join(items[start:start + chunk])}]}}')
+    for (name, schema), rows in sorted(grouped.items()):
+        head = render({"type": "snapshot", "channel": name, "schema": schema, "fields": FIELDS[schema]})[:-1]
+        for start in range(0, len(rows), chunk):
+            out.append(f'{head},"rows":[{",".join(rows[start:start + chunk])}]}}')
     offsets = {tp_key(tp): last for tp, last in sorted(held.items())}
     out.append(render({"type": "snapshot_end", "offsets": offsets, **counts}))
     return out
+
+
+def records(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of one ``snapshot`` message, as the feed carries them (what a client does)."""
+    fields = message["fields"]
+    return [dict(zip(fields, row, strict=True)) for row in message["rows"]]
 
 
 def _channel(principal: Principal, channels: frozenset[str], schema: str, tenant: str,

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from guardstream.errors import GuardstreamError, UnavailableError
 from guardstream.gateway.history import AlertQuery, NearQuery, TrackQuery, shown_address
-from guardstream.gateway.snapshot import OPEN_STATUSES, Scope, Snapshot
+from guardstream.gateway.snapshot import ACTION_FIELDS, ALERT_FIELDS, OPEN_STATUSES, Scope, Snapshot
 from guardstream.records import ACTION_STATUS
 
 POOL_SIZE = 4
@@ -44,20 +44,34 @@ _POSITION_COLUMNS = f"""event_id, tenant, device_id, {_MS.format("ts")} AS ts_ms
 # the token's tenants, the outer filter of every query: %(noc)s true sees every tenant
 _VISIBLE = "(%(noc)s OR tenant = ANY(%(visible)s))"
 
-# (tenant, device_id, the row as JSON): the snapshot's rows, rendered by the database
+
+
+def _json_array(values: Sequence[str]) -> str:
+    """SQL for a JSON array of ``values`` (expressions), without json_build_array's spaces."""
+    return "'[' || concat_ws(',', " + ", ".join(f"coalesce(to_json({v})::text, 'null')" for v in values) + ") || ']'"
+
+
+_ALERT_VALUES = {"ts_ms": _MS.format("ts"), "received_ms": _MS.format("received_at")}  # the others: columns
+# A snapshot's sections: (tenant, the device when the rows are in scope through a device channel
+# only, the rows as JSON arrays one a line), rendered and joined by the database (snapshot.Section).
 _SNAPSHOT_ALERTS = f"""
-SELECT r.tenant, r.device_id, row_to_json(r)::text FROM (
-    SELECT {_ALERT_COLUMNS} FROM device_alerts
-     WHERE status = ANY(%(open)s) AND {_VISIBLE}
-       AND (%(every)s OR tenant = ANY(%(alert_tenants)s) OR device_id = ANY(%(device_ids)s))
-     ORDER BY ts, event_id) r"""
+SELECT tenant, CASE WHEN %(every)s OR tenant = ANY(%(alert_tenants)s) THEN NULL ELSE device_id END,
+       string_agg({_json_array([_ALERT_VALUES.get(f, f) for f in ALERT_FIELDS])}, E'\\n' ORDER BY ts, event_id)
+  FROM device_alerts
+ WHERE status = ANY(%(open)s) AND {_VISIBLE}
+   AND (%(every)s OR tenant = ANY(%(alert_tenants)s) OR device_id = ANY(%(device_ids)s))
+ GROUP BY 1, 2"""
 _SNAPSHOT_ACTIONS = f"""
 SELECT action_id, tenant, alert_event_id, status, actor, ts_ms, note FROM alert_actions_pending
  WHERE {_VISIBLE} AND (%(every)s OR tenant = ANY(%(alert_tenants)s))
  ORDER BY ts_ms, action_id"""
+# snapshot_row: the GuardPosition record as a JSON array, rendered at write (migration 0008)
 _SNAPSHOT_POSITIONS = f"""
-SELECT tenant, device_id, record::text FROM guard_last_positions
- WHERE {_VISIBLE} AND (tenant = ANY(%(position_tenants)s) OR device_id = ANY(%(device_ids)s))"""
+SELECT tenant, CASE WHEN tenant = ANY(%(position_tenants)s) THEN NULL ELSE device_id END,
+       string_agg(snapshot_row, E'\\n')
+  FROM guard_last_positions
+ WHERE {_VISIBLE} AND (tenant = ANY(%(position_tenants)s) OR device_id = ANY(%(device_ids)s))
+ GROUP BY 1, 2"""
 
 _TRACK_PAGE = f"""
 SELECT {_POSITION_COLUMNS}, ts AS _ts FROM guard_positions
@@ -310,7 +324,7 @@ async def _snapshot(conn: psycopg.AsyncConnection, scope: Scope) -> Snapshot:
         async with conn.cursor(row_factory=tuple_row) as rows:
             alerts = await (await rows.execute(_shape(_SNAPSHOT_ALERTS, params), params)).fetchall()
             positions = await (await rows.execute(_shape(_SNAPSHOT_POSITIONS, params), params)).fetchall()
-    parked = [(a["tenant"], None, _json(_parked_action(a)).decode()) for a in actions]
+    parked = [(a["tenant"], None, _json([_parked_action(a)[f] for f in ACTION_FIELDS]).decode()) for a in actions]
     return Snapshot(reflected, alerts, parked, positions)
 
 

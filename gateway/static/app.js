@@ -506,9 +506,16 @@ function onMessage(raw) {
       if (!state.awaitingSnapshot) for (const [key, offset] of Object.entries(message.positions)) noteOffset(key, offset);
       if (state.connection !== "replaying") setConnection("live");
       break;
-    case "snapshot":
-      for (const item of message.items) onSnapshotItem(message.schema, item);
+    case "snapshot": {
+      // each row: the record's values in the order of message.fields (README, "Snapshot format")
+      const fields = message.fields;
+      for (const row of message.rows) {
+        const item = {};
+        for (let i = 0; i < fields.length; i++) item[fields[i]] = row[i];
+        onSnapshotItem(message.schema, item);
+      }
       break;
+    }
     case "snapshot_end":
       state.awaitingSnapshot = false;
       for (const [key, offset] of Object.entries(message.offsets)) noteOffset(key, offset);

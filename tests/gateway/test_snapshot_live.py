@@ -23,6 +23,7 @@ from gateway_support import CODEC, GatewayProcess, next_message, start_gateway, 
 from support.processes import Component, start_component
 
 from guardstream.catalog import TOPICS
+from guardstream.gateway.snapshot import records
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import wait_until
 from guardstream.kafka import consumer_config, producer_config
@@ -177,7 +178,7 @@ def test_a_client_joining_while_events_flow_sees_each_event_after_the_snapshot_o
         topic, partition, offset, _ = flow.sent[event_id]
         return offset <= offsets[f"{topic}:{partition}"]
 
-    snapshot = [item for m in messages if m["type"] == "snapshot" for item in m["items"]]
+    snapshot = [item for m in messages if m["type"] == "snapshot" for item in records(m)]
     events = [m for m in messages if m["type"] == "event"]
     # the snapshot is exactly the records at or below its offsets: every open alert, each guard's newest fix
     snap_alerts = sorted(i["event_id"] for i in snapshot if i["event_id"].startswith(f"{tenant}-a"))
