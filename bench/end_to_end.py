@@ -33,6 +33,7 @@ from tempfile import TemporaryDirectory
 import paho.mqtt.client as mqtt
 import websockets
 from embedded import embedded_env, ready
+from pipeline_rig import stage_latencies
 from paho.mqtt.enums import CallbackAPIVersion
 
 from guardstream.connectors.raw import message_id
@@ -221,37 +222,9 @@ def run(settings: Settings, rate: int, seconds: float, backlog: int) -> None:
     alerter.loop_stop()
 
 
-def _read_all(settings: Settings, topic: str) -> list:
-    from confluent_kafka import Consumer
-    from guardstream.topic_end import ReadToEnd, partitions_of, reader_config
-    consumer = Consumer(reader_config(settings, "bench-stages"))
-    try:
-        starts = {(topic, p): 0 for p in partitions_of(consumer, topic)}
-        return [m for records in ReadToEnd(consumer, starts, 120) for m in records]
-    finally:
-        consumer.close()
-
-
 def print_stages(settings: Settings, published: dict[str, float], arrived: dict[str, float]) -> None:
     """Where the time goes: publish -> bridge receipt -> raw record -> event record -> client."""
-    from guardstream.catalog import TOPICS
-    from guardstream.schemas.codec import Codec
-    from guardstream.schemas.registry import FileRegistry
-    raw = {dict(m.headers())["msg.id"].decode(): m for m in _read_all(settings, TOPICS.raw_guard.name)}
-    codec = Codec(FileRegistry.load())
-    events = {codec.decode(m.value())[1]["event_id"]: m for m in _read_all(settings, TOPICS.events_high.name)}
-    stages: dict[str, list[float]] = {"MQTT publish -> bridge receipt": [], "bridge receipt -> raw record": [],
-                                      "raw record -> event record (worker)": [],
-                                      "event record -> WebSocket client (gateway)": []}
-    for event_id, at in arrived.items():
-        if event_id not in raw or event_id not in events or event_id not in published:
-            continue
-        received = int(dict(raw[event_id].headers())["received_ms"]) / 1000
-        raw_ts, event_ts = raw[event_id].timestamp()[1] / 1000, events[event_id].timestamp()[1] / 1000
-        for name, value in zip(stages, (received - published[event_id], raw_ts - received, event_ts - raw_ts,
-                                        at - event_ts)):
-            stages[name].append(max(0.0, value))
-    for name, values in stages.items():
+    for name, values in stage_latencies(settings, published, arrived).items():
         print(f"  {name:<45} {percentiles(values)}")
 
 

@@ -1,6 +1,6 @@
 """The load ramp: how many messages/s the whole pipeline sustains on this machine, and what gives first.
 
-Rates from START up by STEP (then by larger steps) until messages stop
+Rates from START up by STEP until messages stop
 arriving within 1 s. Each rate runs for SECONDS on a freshly started pipeline
 (bench/pipeline_rig.py: tansu, mosquitto, PostgreSQL, bridge, worker, sink,
 gateway, one WebSocket client), GPS fixes at the rate plus a panic every
@@ -11,13 +11,15 @@ dynostore), so a rate measured after others would pay for theirs.
 
 Per rate it prints the fixes' and panics' latency publish -> WebSocket client,
 how many fixes PostgreSQL lacks (lost) and the client never got, and each
-process's share of a core. A rate is sustained when fixes arrive with p99 <=
+process's share of a core, and each stage's p99 (publish -> bridge receipt ->
+raw record -> event record -> client, from the records' headers and
+timestamps). A rate is sustained when fixes arrive with p99 <=
 100 ms, none is lost, every one reached the client (the gateway conflates a
 device's positions only for a client that falls behind) and panics keep p99 <=
 200 ms. At the end: the highest
-sustained rate, and at the first rate that failed, what saturated: a process
-at a full core (Python components do their work on one thread), or the
-machine's two cores.
+sustained rate, and at the first rate that failed, what saturated (a process
+at a full core, as Python components do their work on one thread, or the
+machine's two cores) and the stage whose p99 grew most.
 
 Run: python bench/load_ramp.py [START] [STEP] [SECONDS] [MAX]
 """
@@ -29,7 +31,7 @@ import sys
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from pipeline_rig import Result, Rig, pick, run_load
+from pipeline_rig import Result, Rig, pick, run_load, stage_latencies
 
 P99_GOAL_MS = 100.0
 PANIC_P99_GOAL_MS = 200.0
@@ -44,20 +46,37 @@ def run_rate(rate: int, seconds: float) -> Result:
         try:
             rig.start()
             run_load(rig, min(rate, 1000), 2.0)  # warm-up: groups joined, connections open
-            return run_load(rig, rate, seconds, drain_s=20.0)
+            result = run_load(rig, rate, seconds, drain_s=20.0)
+            result.stage_p99_ms = {name: pick(sorted(values), .99) for name, values
+                                   in stage_latencies(rig.settings, result.fixes, result.arrived).items()}
+            return result
         finally:
             rig.stop()
 
 
 def saturated(result: Result) -> str:
+    """What gave first: a process at a full core, else the machine's cores. The load generator and
+    the client run on this machine too, so they count against its cores (not the pipeline's)."""
     cores = {name: seconds / result.wall_s for name, seconds in result.cpu.items()}
     busiest, share = max(cores.items(), key=lambda kv: kv[1])
-    total = sum(cores.values())
+    pipeline = sum(cores.values())
+    outside = (result.generator_cpu_s + result.client_cpu_s) / result.wall_s
     if share >= FULL_CORE:
         return f"{busiest} at {share:.2f} of a core"
-    if total >= CORES * FULL_CORE:
-        return f"the machine's {CORES} cores ({total:.2f} busy; most: {busiest} {share:.2f})"
-    return f"nothing at a full core ({total:.2f} of {CORES} cores busy; most: {busiest} {share:.2f})"
+    busy = f"pipeline {pipeline:.2f} + load generator and client {outside:.2f} of {CORES} cores"
+    if pipeline + outside >= CORES * FULL_CORE:
+        return f"the machine's cores ({busy}; busiest: {busiest} {share:.2f})"
+    return f"no process at a full core, nor the machine ({busy}; busiest: {busiest} {share:.2f})"
+
+
+def slowest_stage(failed: Result, before: Result | None) -> str:
+    """The stage whose p99 grew most from the last sustained rate to the first that failed."""
+    grown = {name: ms - (before.stage_p99_ms.get(name, 0.0) if before else 0.0)
+             for name, ms in failed.stage_p99_ms.items()}
+    if not grown:
+        return "unknown"
+    name = max(grown, key=grown.get)
+    return f"{name} (p99 {failed.stage_p99_ms[name]:.1f} ms, +{grown[name]:.1f} ms)"
 
 
 def verdict(result: Result) -> tuple[bool, float, float, int, int]:
@@ -80,6 +99,7 @@ def report(result: Result) -> bool:
           f"{panic_p99:7.1f} ms  lost {lost:,}  not at the client {undelivered:,}  "
           f"{'sustained' if ok else 'NOT sustained'}")
     print(f"{'':>13}cores: {cores}")
+    print(f"{'':>13}p99 by stage: " + "  ".join(f"{name} {ms:.1f} ms" for name, ms in result.stage_p99_ms.items()))
     return ok
 
 
@@ -89,22 +109,24 @@ def main() -> None:
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
     top = int(sys.argv[4]) if len(sys.argv) > 4 else 20_000
     best: int | None = None
+    sustained: Result | None = None
     failed: Result | None = None
     rate = start
     while rate <= top:
         result = run_rate(rate, seconds)
         if report(result):
-            best = rate
+            best, sustained = rate, result
         elif failed is None:
             failed = result
         _, p99, _, lost, _ = verdict(result)
         if p99 > GIVE_UP_MS or lost or (failed is not None and result is not failed):
             break  # past the knee: one more rate after the first failure tells no more
-        rate += step if rate < 5 * step else 2 * step
+        rate += step
     print(f"highest rate sustained (fixes p99 <= {P99_GOAL_MS:.0f} ms, none lost, panics p99 <= "
           f"{PANIC_P99_GOAL_MS:.0f} ms): {f'{best:,} msg/s' if best else 'none'}")
     if failed is not None:
-        print(f"at {failed.rate:,} msg/s, saturated first: {saturated(failed)}")
+        print(f"at {failed.rate:,} msg/s, saturated first: {saturated(failed)}; the stage that slowed most: "
+              f"{slowest_stage(failed, sustained)}")
 
 
 if __name__ == "__main__":

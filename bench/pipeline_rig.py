@@ -323,6 +323,7 @@ class Result:
     wall_s: float
     generator_cpu_s: float
     client_cpu_s: float
+    stage_p99_ms: dict[str, float] = field(default_factory=dict)  # filled by whoever reads the stages
 
     def latencies(self, sent: dict[str, float]) -> list[float]:
         return sorted(self.arrived[k] - at for k, at in sent.items() if k in self.arrived)
@@ -375,6 +376,41 @@ def run_load(rig: Rig, rate: int, seconds: float, devices: int = 2000, drain_s: 
                   pg_positions=counts[0] - base_positions, pg_alerts=counts[1] - base_alerts,
                   cpu={k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after},
                   wall_s=wall_after - wall_before, generator_cpu_s=sent["cpu_s"], client_cpu_s=got["cpu_s"])
+
+
+def _read_all(settings: Settings, topic: str) -> list:
+    from confluent_kafka import Consumer
+    from guardstream.topic_end import ReadToEnd, partitions_of, reader_config
+    consumer = Consumer(reader_config(settings, "bench-stages"))
+    try:
+        starts = {(topic, p): 0 for p in partitions_of(consumer, topic)}
+        return [m for records in ReadToEnd(consumer, starts, 120) for m in records]
+    finally:
+        consumer.close()
+
+
+def stage_latencies(settings: Settings, published: dict[str, float], arrived: dict[str, float]
+                    ) -> dict[str, list[float]]:
+    """Where the time of each fix that arrived went, by stage: publish -> bridge receipt (its
+    ``received_ms`` header) -> raw record -> event record (their timestamps) -> client."""
+    from guardstream.catalog import TOPICS
+    from guardstream.schemas.codec import Codec
+    from guardstream.schemas.registry import FileRegistry
+    raw = {dict(m.headers())["msg.id"].decode(): m for m in _read_all(settings, TOPICS.raw_guard.name)}
+    codec = Codec(FileRegistry.load())
+    events = {codec.decode(m.value())[1]["event_id"]: m for m in _read_all(settings, TOPICS.events_high.name)}
+    stages: dict[str, list[float]] = {"MQTT publish -> bridge receipt": [], "bridge receipt -> raw record": [],
+                                      "raw record -> event record (worker)": [],
+                                      "event record -> WebSocket client (gateway)": []}
+    for event_id, at in arrived.items():
+        if event_id not in raw or event_id not in events or event_id not in published:
+            continue
+        received = int(dict(raw[event_id].headers())["received_ms"]) / 1000
+        raw_ts, event_ts = raw[event_id].timestamp()[1] / 1000, events[event_id].timestamp()[1] / 1000
+        for name, value in zip(stages, (received - published[event_id], raw_ts - received, event_ts - raw_ts,
+                                        at - event_ts)):
+            stages[name].append(max(0.0, value))
+    return stages
 
 
 def pick(ordered: list[float], q: float) -> float:
