@@ -144,7 +144,7 @@ class Bridge:
         self._ever_connected = False
         self.kafka_ok = threading.Event()
         client_id = f"guardstream-{settings.bridge_id}" + ("" if lane == "main" else f"-{lane}")
-        linger_ms = settings.bridge_linger_ms if lane == "main" else ALERTS_LINGER_MS
+        linger_ms = settings.bridge_linger if lane == "main" else ALERTS_LINGER_MS
         self.producer = Producer(producer_config(
             settings, client_id,
             # no deadline: while Kafka is away, records wait and MQTT acks wait with them
