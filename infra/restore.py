@@ -126,11 +126,9 @@ def restore_geofence_state(settings: Settings, timeout_s: float = 15.0) -> int:
     """The workers' geofence state from PostgreSQL into the state changelog when that topic is
     empty; how many devices were written. Only for a raw guard topic of one partition (the
     embedded stack's): a changelog entry must sit on the partition of its device's raw records."""
-    from confluent_kafka import KafkaException, Producer
-
     from guardstream.catalog import TOPICS
-    from guardstream.kafka import produce, producer_config
-    from guardstream.streams.state_store import changelog_key
+    from guardstream.streams.geofence_state import DeviceState
+    from guardstream.streams.state_store import changelog_key, state_value
     from guardstream.topic_end import probe_end_offsets
 
     changelog = TOPICS.worker_state
@@ -142,17 +140,10 @@ def restore_geofence_state(settings: Settings, timeout_s: float = 15.0) -> int:
                              _rows(settings.database_url, LAST_FIXES))
     if not states:
         return 0
-    producer = Producer(producer_config(settings, "guardstream-restore"))
-    try:
-        for state in states:
-            produce(producer, changelog.name, json.dumps(state, separators=(",", ":")).encode(),
-                    changelog_key("geofence", TOPICS.raw_guard.name, state["device_id"]), partition=0)
-        left = producer.flush(timeout_s)
-    except KafkaException as exc:
-        raise UnavailableError(f"restoring {changelog.name}: {exc}") from exc
-    if left:
-        raise UnavailableError(f"{left} restored state record(s) not acknowledged within {timeout_s:.0f}s")
-    return len(states)
+    # through the worker's own state type and encoder: the changelog's format has one definition
+    return _produce_all(settings, changelog.name, [
+        (changelog_key("geofence", TOPICS.raw_guard.name, state["device_id"]),
+         state_value(DeviceState.from_dict(state)), 0) for state in states], timeout_s)
 
 
 def _partitions(settings: Settings, topic: str) -> int:
@@ -165,9 +156,6 @@ def _partitions(settings: Settings, topic: str) -> int:
 
 def _write_if_empty(settings: Settings, topic: Any, record_name: str, key_field: str,
                     records: Callable[[], list[dict[str, Any]]], timeout_s: float) -> int:
-    from confluent_kafka import KafkaException, Producer
-
-    from guardstream.kafka import produce, producer_config
     from guardstream.schemas.codec import Codec
     from guardstream.schemas.registry import registry_from_settings
     from guardstream.topic_end import probe_end_offsets
@@ -179,13 +167,23 @@ def _write_if_empty(settings: Settings, topic: Any, record_name: str, key_field:
     if not found:
         return 0
     codec = Codec(registry_from_settings(settings))
+    return _produce_all(settings, topic.name, [(record[key_field].encode(), codec.encode(record_name, record), -1)
+                                               for record in found], timeout_s)
+
+
+def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes, int]], timeout_s: float) -> int:
+    """Write (key, value, partition) records (partition -1: the partitioner's choice) and wait until
+    Kafka acknowledged every one; how many. :class:`UnavailableError` when it does not in time."""
+    from confluent_kafka import KafkaException, Producer
+
+    from guardstream.kafka import produce, producer_config
     producer = Producer(producer_config(settings, "guardstream-restore"))
     try:
-        for record in found:
-            produce(producer, topic.name, codec.encode(record_name, record), record[key_field].encode())
+        for key, value, partition in records:
+            produce(producer, topic, value, key, partition=partition)
         left = producer.flush(timeout_s)
     except KafkaException as exc:
-        raise UnavailableError(f"restoring {topic.name}: {exc}") from exc
+        raise UnavailableError(f"restoring {topic}: {exc}") from exc
     if left:
-        raise UnavailableError(f"{left} restored record(s) of {topic.name} not acknowledged within {timeout_s:.0f}s")
-    return len(found)
+        raise UnavailableError(f"{left} restored record(s) of {topic} not acknowledged within {timeout_s:.0f}s")
+    return len(records)

@@ -1,25 +1,13 @@
 """The bridge's back-pressure figures against real servers: Kafka paused, the window fills."""
 
-import json
 import signal
 import threading
-import time
 
 import pytest
 
 from guardstream.infra.stack import wait_until
 
-from support.processes import publisher
-
-
-def _publish(pub, unique: str, stop: threading.Event, per_second: int = 500) -> None:
-    started, i = time.monotonic(), 0
-    while not stop.is_set():
-        pub.publish(f"device/k{i % 20}-{unique}/telemetry", json.dumps({"seq": i}).encode(), qos=1)
-        i += 1
-        ahead = i / per_second - (time.monotonic() - started)
-        if ahead > 0:
-            stop.wait(ahead)  # pacing the load, not synchronising
+from support.processes import publish_telemetry, publisher
 
 
 @pytest.mark.slow
@@ -32,7 +20,7 @@ def test_kafka_paused_fills_the_window_and_the_oldest_message_ages(own_kafka, ow
     assert bridge.metric("guardstream_bridge_window_capacity", lane="main") == window
     pub = publisher(settings, f"pub-{unique}")
     stop = threading.Event()
-    threading.Thread(target=_publish, args=(pub, unique, stop), daemon=True).start()
+    threading.Thread(target=publish_telemetry, args=(pub, unique, stop, 500), daemon=True).start()
     try:
         wait_until(lambda: bridge.metric("guardstream_bridge_forwarded_total") >= 200, 60, "200 forwarded")
         kafka.send_signal(signal.SIGSTOP)

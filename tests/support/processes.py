@@ -7,10 +7,12 @@ returns once the component's ``/readyz`` answers 200.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -166,3 +168,14 @@ def collect(settings: Settings, topic: str, keep: Callable[[object], bool], want
 
 def header(record, name: str) -> bytes | None:
     return dict(record.headers() or []).get(name)
+
+
+def publish_telemetry(pub: mqtt.Client, unique: str, stop: threading.Event, per_second: int) -> None:
+    """QoS 1 telemetry of 20 devices at ``per_second`` until ``stop`` is set."""
+    started, i = time.monotonic(), 0
+    while not stop.is_set():
+        pub.publish(f"device/k{i % 20}-{unique}/telemetry", json.dumps({"seq": i}).encode(), qos=1)
+        i += 1
+        ahead = i / per_second - (time.monotonic() - started)
+        if ahead > 0:
+            stop.wait(ahead)  # pacing the load, not synchronising

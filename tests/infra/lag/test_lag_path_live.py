@@ -1,6 +1,5 @@
 """``guardstream lag`` against real servers: the whole path's queues, the first stage behind."""
 
-import json
 import os
 import subprocess
 import sys
@@ -14,17 +13,7 @@ from guardstream.catalog import TOPICS
 from guardstream.infra.stack import wait_until
 from guardstream.kafka import consumer_config
 
-from support.processes import publisher
-
-
-def _publish(pub, unique: str, stop: threading.Event, per_second: int = 200) -> None:
-    started, i = time.monotonic(), 0
-    while not stop.is_set():
-        pub.publish(f"device/k{i % 20}-{unique}/telemetry", json.dumps({"seq": i}).encode(), qos=1)
-        i += 1
-        ahead = i / per_second - (time.monotonic() - started)
-        if ahead > 0:
-            stop.wait(ahead)  # pacing the load, not synchronising
+from support.processes import publish_telemetry, publisher
 
 
 def _lag(settings, bridge_port: int) -> subprocess.CompletedProcess:
@@ -57,7 +46,7 @@ def test_lag_names_a_stopped_consumer_group_as_the_first_stage_behind(own_kafka,
     consumer.subscribe([TOPICS.raw_device.name])
     pub = publisher(settings, f"pub-{unique}")
     stop = threading.Event()
-    threading.Thread(target=_publish, args=(pub, unique, stop), daemon=True).start()
+    threading.Thread(target=publish_telemetry, args=(pub, unique, stop, 200), daemon=True).start()
     try:
         consumed = 0
         deadline = time.monotonic() + 60
