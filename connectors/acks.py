@@ -21,9 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 
-@dataclass(frozen=True)
-class Ticket:
+
+class Ticket(msgspec.Struct, frozen=True, gc=False):
     generation: int
     seq: int
 

@@ -29,6 +29,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from guardstream.catalog import TOPICS
 from guardstream.errors import ConfigError, InputError
 
@@ -159,8 +161,7 @@ def load_rules(path: Path | None) -> tuple[Rule, ...]:
     return rules
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(msgspec.Struct, frozen=True):
     rule: Rule
     key: str
     values: dict[str, str]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import msgspec
+
 from guardstream.connectors.mapping import Rule, match
 from guardstream.errors import InputError
 from guardstream.refusal import Refused
@@ -22,8 +24,7 @@ from guardstream.refusal import Refused
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(msgspec.Struct, frozen=True):
     topic: str | None  # None when the topic bytes were not UTF-8
     payload: bytes
     qos: int
@@ -41,8 +42,7 @@ class PropertyLimits:
     bytes: int = 8192
 
 
-@dataclass(frozen=True)
-class Forward:
+class Forward(msgspec.Struct, frozen=True):
     kafka_topic: str
     key: bytes
     value: bytes
@@ -51,8 +51,7 @@ class Forward:
     dropped_properties: int = 0  # user properties past the limits
 
 
-@dataclass(frozen=True)
-class Divert:
+class Divert(msgspec.Struct, frozen=True):
     """To ``dlq.bridge`` instead: why, with the headers the message would have carried and its metric label."""
 
     refused: Refused
@@ -65,8 +64,7 @@ class Divert:
 TOPIC_REFUSALS = frozenset({"bad_topic", "bad_topic_id", "unmapped_topic"})
 
 
-@dataclass(frozen=True)
-class Skip:
+class Skip(msgspec.Struct, frozen=True):
     """Not forwarded, and not refused: a topic guardstream publishes itself (the command topic)."""
 
     prefix: str

@@ -16,9 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from guardstream.catalog import TOPICS
@@ -44,8 +44,7 @@ BATCH = 200
 REPLAY_STALL_S = 15.0
 
 
-@dataclass(frozen=True, slots=True)
-class FeedEvent:
+class FeedEvent(msgspec.Struct, frozen=True):
     topic: str
     partition: int
     offset: int

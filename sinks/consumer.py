@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from guardstream.catalog import TOPICS
@@ -86,8 +87,7 @@ class SharedBreaker:
             return self._breaker.state
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(msgspec.Struct, frozen=True, gc=False):
     """Where a record came from; what a dead letter and an offset commit need."""
     topic: str
     partition: int

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import msgspec
+
 from guardstream.catalog import TOPICS
 from guardstream.errors import InputError
 from guardstream.records import ACTION_STATUS
@@ -96,8 +98,7 @@ TABLES: tuple[Table, ...] = (DEVICE_ALERTS, GEOFENCE_EVENTS, GUARD_POSITIONS, SE
 
 # -- what a record becomes -------------------------------------------------------------
 
-@dataclass(frozen=True)
-class InsertRow:
+class InsertRow(msgspec.Struct, frozen=True):
     """One row for an insert-once table (a replay collides on ``table.conflict``)."""
     table: Table
     row: tuple[Any, ...]

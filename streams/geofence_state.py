@@ -28,6 +28,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import msgspec
+
 from guardstream.errors import ConfigError, InputError
 
 from .geofence import FenceIndex
@@ -137,8 +139,7 @@ class Params:
             raise ConfigError("max_accuracy_m", f"must be > 0, got {self.max_accuracy_m!r}")
 
 
-@dataclass(frozen=True)
-class Fix:
+class Fix(msgspec.Struct, frozen=True, gc=False):
     """One GPS fix of a guard's device; validates its coordinates when built."""
 
     device_id: str
@@ -231,8 +232,7 @@ class ViolationEnded:
 Output = GeofenceTransition | ViolationStarted | ViolationEnded
 
 
-@dataclass(frozen=True)
-class Enrichment:
+class Enrichment(msgspec.Struct, frozen=True, gc=False):
     """What a GuardPosition carries after this fix (hysteresis applied)."""
 
     fences: tuple[str, ...]  # sorted ids of fences the device is INSIDE or LEAVING

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+import msgspec
+
 from guardstream.refusal import Refused
 from guardstream.records import (
     DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, DeviceAlert, GeofenceEvent, device_alert, geofence_event,
@@ -30,8 +32,7 @@ from guardstream.streams.rules import RuleState, Rules, evaluate
 from guardstream.streams.validation import Policy, RawMeta, kind_for_topic, validate
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class RawRecord(msgspec.Struct, frozen=True):
     """A record of a raw topic, as the bridge wrote it."""
 
     topic: str

@@ -14,8 +14,9 @@ here into a produce to its ``topic``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from guardstream.catalog import Priority, topic_for_priority
 from guardstream.records import (DEVICE_ALERT, GEOFENCE_EVENT, GUARD_POSITION, SENSOR_READING,
@@ -30,8 +31,7 @@ PRIORITY_OF_SCHEMA: dict[str, Priority] = {
 }
 
 
-@dataclass(frozen=True)
-class Emit:
+class Emit(msgspec.Struct, frozen=True):
     """Write ``value`` (a record of the Avro ``schema``) to ``topic`` under ``key``."""
 
     topic: str

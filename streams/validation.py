@@ -150,8 +150,7 @@ def kind_for_topic(topic_name: str) -> RawKind:
 _KIND_BY_TOPIC = {kind.topic.name: kind for kind in RawKind}
 
 
-@dataclass(frozen=True, kw_only=True)
-class RawMeta:
+class RawMeta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where a raw record came from: the Kafka record and the bridge's headers."""
 
     key: str | None  # device id from the MQTT topic (the record key)
@@ -177,8 +176,7 @@ class Policy:
     max_past_skew_ms: int = 7 * 24 * 3_600_000
 
 
-@dataclass(frozen=True)
-class Valid:
+class Valid(msgspec.Struct, frozen=True):
     record: dict[str, Any]  # every field of the Avro record ``schema``, enums as symbol strings
     schema: str  # Avro full name, e.g. guardstream.GuardPosition
     key: str  # device id: the Kafka key of the output record
