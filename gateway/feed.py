@@ -132,14 +132,18 @@ class PushFeed:
         try:
             while not self.stop.is_set():
                 batch = []
+                per_topic: dict[str, int] = {}  # counted once a batch: a labelled inc per record cost 2 us
                 for message in take_batch(self.consumer, BATCH, 0.1):
                     if message.error() is not None:
                         self._on_error(message.error())
                         continue
-                    self.metrics.feed_records.labels(message.topic()).inc()
+                    topic = message.topic()
+                    per_topic[topic] = per_topic.get(topic, 0) + 1
                     event = decode(self.codec, self.metrics, message)
                     if event is not None:
                         batch.append(event)
+                for topic, n in per_topic.items():
+                    self.metrics.feed_records.labels(topic).inc(n)
                 if batch:
                     self._hand_over(batch)
         finally:
