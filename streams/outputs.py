@@ -68,6 +68,9 @@ def stage_changes(store: StateStore, outcome: Outcome, records: list[RawRecord])
                 store.stage(name, device, value, topic, partition)
 
 
+LATENCY_SAMPLE = 10  # latency observations per batch, at most about
+
+
 def count(metrics: WorkerMetrics, store: StateStore, outcome: Outcome, records: list[RawRecord],
           started: float, done_ms: int) -> None:
     """Count one batch: records in and out, dead letters, state machine outputs, sizes, latency."""
@@ -90,7 +93,10 @@ def count(metrics: WorkerMetrics, store: StateStore, outcome: Outcome, records: 
     m.skipped_fixes.inc(outcome.skipped_fixes)
     m.batch_size.observe(len(records))
     m.batch_seconds.observe(time.perf_counter() - started)
-    for emit in outcome.emits[:: max(1, len(outcome.emits) // 50)]:  # a sample keeps this off the hot path
-        m.latency.labels("received_to_written").observe(max(0, done_ms - emit.value["received_ms"]) / 1000)
+    # a sample of ten a batch keeps this off the hot path: each observation costs 1-2 us, and the
+    # labelled child is looked up once (labels() costs 2-4 us)
+    observe = m.latency.labels("received_to_written").observe
+    for emit in outcome.emits[:: max(1, len(outcome.emits) // LATENCY_SAMPLE)]:
+        observe(max(0, done_ms - emit.value["received_ms"]) / 1000)
     for name, values in store.values.items():
         m.devices.labels(name).set(len(values))
