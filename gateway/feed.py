@@ -132,7 +132,7 @@ class PushFeed:
         try:
             while not self.stop.is_set():
                 batch = []
-                per_topic: dict[str, int] = {}  # counted once a batch: a labelled inc per record cost 2 us
+                per_topic: dict[str, int] = {}  # counted once a batch: a labelled inc per record cost 1.8 us
                 for message in take_batch(self.consumer, BATCH, 0.1):
                     if message.error() is not None:
                         self._on_error(message.error())
