@@ -14,7 +14,7 @@ a third of a core from the pipeline it measures. Devices publish from other
 machines; the generator's and the client's CPU are reported beside the
 pipeline's, never in it.
 
-:func:`cpu_seconds` reads each process's user + system time from
+:func:`cpu_seconds` (``infra/process_cpu.py``) reads each process's user + system time from
 ``/proc/<pid>/stat``; PostgreSQL counts its postmaster, every backend and what
 its exited children used.
 """
@@ -37,6 +37,7 @@ from pathlib import Path
 from embedded import embedded_env, ready
 
 from guardstream.infra import topics
+from guardstream.infra.process_cpu import cpu_seconds
 from guardstream.infra.migrate import migrate
 from guardstream.infra.stack import free_port, kafka_answers, mqtt_spec, start_postgres, tansu_spec, tcp_accepts, \
     wait_until
@@ -47,45 +48,7 @@ TENANT = "acme"
 COMPONENTS = ("bridge", "worker", "sink", "gateway")
 PANIC_EVERY_S = 0.05
 TICK_S = 0.002  # the generator sends what is due every 2 ms: 20 packets a write at 10,000 msg/s
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 EVENT_ID = re.compile(r'"event_id":\s*"([0-9a-f]{32})"')
-
-
-# -- CPU per process ----------------------------------------------------------------------
-
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """User + system CPU of ``pid``; with ``children``, also of its live and exited children."""
-    try:
-        fields = _stat(pid)
-    except OSError:
-        return 0.0
-    total = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    if children:
-        total += int(fields[13]) + int(fields[14])  # cutime, cstime: children it has reaped
-        for child in _children(pid):
-            try:
-                child_fields = _stat(child)
-            except OSError:
-                continue
-            total += int(child_fields[11]) + int(child_fields[12])
-    return total / CLK_TCK
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(_stat(int(entry))[1]) == pid:
-                    out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
 
 
 # -- the pipeline ---------------------------------------------------------------------------
