@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from guardstream.errors import ConfigError, GuardstreamError, UnavailableError
+from guardstream.infra.broker_watch import BrokerWatch
 from guardstream.infra.components import COMPONENTS, TOKEN_KEYS, Component
 from guardstream.infra.supervisor import CLIENTS, SERVERS, ChildSpec, Supervisor
 from guardstream.infra.supervisor import COMPONENTS as COMPONENTS_LAYER
@@ -355,6 +356,7 @@ def bring_up(settings: Settings, environ: Mapping[str, str], supervisor: Supervi
             # and a consumer that joins a group on it and then stops leaves the group waiting for it
             supervisor.after_restart("kafka", lambda: _refill_kafka(ready, supervisor, apply_topics=True),
                                      hold=COMPONENTS_LAYER)
+            BrokerWatch(supervisor).start()  # says when the broker has slowed with what it stores
         stack.start_components(supervisor, ready)
         if simulate_devices > 0:
             stack.start_simulator(supervisor, ready, simulate_devices, simulate_rate)

@@ -134,6 +134,13 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [c.process.pid for c in self._children]
 
+    def pid(self, name: str) -> int | None:
+        """The running process of the child ``name``; None while it is down (or unknown)."""
+        for child in self._children:
+            if child.spec.name == name and child.process.poll() is None:
+                return child.process.pid
+        return None
+
     def tick(self) -> None:
         """Notice exited children and restart them when their delay is over."""
         now = time.monotonic()
