@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from guardstream.infra.process_cpu import cpu_seconds
+from guardstream.infra.process_cpu import cpu_seconds, uptime_seconds
 from guardstream.infra.supervisor import Supervisor
 
 WATCH_EVERY_S = 60.0
@@ -34,10 +34,10 @@ class Sample:
     pid: int
     cpu_s: float  # the process's CPU time so far
     at_s: float  # time.monotonic() when read
+    uptime_s: float  # how long the process had run then
 
 
-def advice(previous: Sample, current: Sample, started_at_s: float, warned_pid: int | None,
-           busy_share: float = BUSY_SHARE) -> str | None:
+def advice(previous: Sample, current: Sample, warned_pid: int | None, busy_share: float = BUSY_SHARE) -> str | None:
     """The line to show when the broker ``current`` describes was busy since ``previous``, unless
     that broker process was warned about already; None otherwise. Samples of two different
     processes (the broker was restarted in between) compare nothing."""
@@ -46,7 +46,7 @@ def advice(previous: Sample, current: Sample, started_at_s: float, warned_pid: i
     share = (current.cpu_s - previous.cpu_s) / (current.at_s - previous.at_s)
     if share < busy_share:
         return None
-    minutes = (current.at_s - started_at_s) / 60
+    minutes = current.uptime_s / 60
     return (f"the embedded broker used {share:.0%} of a core over the last {current.at_s - previous.at_s:.0f} s, "
             f"{minutes:.0f} min after it started. tansu 0.6's memory store lists every batch it ever stored at "
             "each fetch and deletes none, so it slows as it fills, whatever the message rate (README: \"The "
@@ -71,20 +71,18 @@ class BrokerWatch:
         pid = self.supervisor.pid(BROKER)
         if pid is None:
             return None
-        sample = Sample(pid, cpu_seconds(pid), time.monotonic())
+        sample = Sample(pid, cpu_seconds(pid), time.monotonic(), uptime_seconds(pid))
         self.samples += 1
         return sample
 
     def _run(self) -> None:
         previous = self._sample()
-        started: dict[int, float] = {previous.pid: previous.at_s} if previous else {}
         warned: int | None = None
         while not self.supervisor.stopping.wait(self.every_s):
             current = self._sample()
             if current is None:
                 continue
-            started.setdefault(current.pid, current.at_s)
-            line = advice(previous, current, started[current.pid], warned, self.busy_share) if previous else None
+            line = advice(previous, current, warned, self.busy_share) if previous else None
             if line is not None:
                 self.supervisor.log(BROKER, line)
                 warned = current.pid

@@ -1,4 +1,4 @@
-"""CPU time of a process, read from ``/proc/<pid>/stat`` (Linux)."""
+"""CPU time and age of a process, read from ``/proc`` (Linux)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
                 continue
             total += int(child_fields[11]) + int(child_fields[12])
     return total / CLK_TCK
+
+
+def uptime_seconds(pid: int) -> float:
+    """How long ``pid`` has run (0.0 when it is gone)."""
+    try:
+        started_ticks = int(_stat(pid)[19])  # starttime (field 22 of proc(5)), in ticks since boot
+        with open("/proc/uptime") as f:
+            since_boot = float(f.read().split()[0])
+    except OSError:
+        return 0.0
+    return max(0.0, since_boot - started_ticks / CLK_TCK)
 
 
 def _children(pid: int) -> list[int]:

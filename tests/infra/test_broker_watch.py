@@ -8,27 +8,25 @@ from guardstream.infra.broker_watch import BROKER, BrokerWatch, Sample, advice
 from guardstream.infra.stack import wait_until
 from guardstream.infra.supervisor import SERVERS, ChildSpec, Supervisor
 
-STARTED = 100.0
-
 
 def test_a_busy_broker_is_named_with_its_share_its_uptime_and_what_to_do():
-    line = advice(Sample(7, 50.0, 400.0), Sample(7, 98.0, 460.0), STARTED, warned_pid=None)
+    line = advice(Sample(7, 50.0, 400.0, 300.0), Sample(7, 98.0, 460.0, 360.0), warned_pid=None)
     assert line is not None
     assert "80% of a core over the last 60 s, 6 min after it started" in line
     assert "Restart `guardstream up`" in line and "KAFKA_BOOTSTRAP_SERVERS" in line
 
 
 def test_a_broker_below_the_threshold_says_nothing():
-    assert advice(Sample(7, 50.0, 400.0), Sample(7, 80.0, 460.0), STARTED, warned_pid=None) is None  # 50 %
+    assert advice(Sample(7, 50.0, 400.0, 300.0), Sample(7, 80.0, 460.0, 360.0), warned_pid=None) is None  # 50 %
 
 
 def test_each_broker_process_is_warned_about_once():
-    busy = (Sample(7, 50.0, 400.0), Sample(7, 110.0, 460.0))
-    assert advice(*busy, STARTED, warned_pid=7) is None
+    busy = (Sample(7, 50.0, 400.0, 300.0), Sample(7, 110.0, 460.0, 360.0))
+    assert advice(*busy, warned_pid=7) is None
     # a restarted broker (another pid) is a new one: no comparison across the restart ...
-    assert advice(Sample(7, 50.0, 400.0), Sample(8, 60.0, 460.0), STARTED, warned_pid=7) is None
+    assert advice(Sample(7, 50.0, 400.0, 300.0), Sample(8, 60.0, 460.0, 10.0), warned_pid=7) is None
     # ... and, busy in its turn, it is warned about
-    assert advice(Sample(8, 60.0, 460.0), Sample(8, 110.0, 520.0), 450.0, warned_pid=7) is not None
+    assert advice(Sample(8, 60.0, 460.0, 10.0), Sample(8, 110.0, 520.0, 70.0), warned_pid=7) is not None
 
 
 def _watched(program: str) -> tuple[Supervisor, io.StringIO, BrokerWatch]:
